@@ -1,0 +1,112 @@
+"""Pipeline configuration: one YAML preset names the data, the model and every recipe knob.
+
+Presets live in assets/presets/. A preset may `extends:` another and override a few keys, which is
+how the paper's ablations are expressed (e.g. default_no_negatives.yaml). The environment variable
+RETROFIT_CONFIG selects the preset for `dagster dev` and the CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .mining import MiningSettings
+from .training import TrainingSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = REPO_ROOT / "assets" / "presets"
+DEFAULT_PRESET = PRESETS_DIR / "default.yaml"
+CONFIG_ENV = "RETROFIT_CONFIG"
+
+
+@dataclass
+class MixtureSettings:
+    policy: str = "task_diverse"
+    near_duplicate_threshold: float = 0.9
+    seed: int = 13
+
+
+@dataclass
+class EvaluationSettings:
+    sources: list[dict] = field(default_factory=list)  # empty: use the held-out split of raw_sources
+    languages: list[str] | None = None
+    max_queries_per_language: int | None = 200
+    batch_size: int = 64
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    artifacts_dir: Path
+    raw_sources: list[dict]
+    data_scales: dict[str, int]
+    base_model: str
+    default_scale: str | None = None
+    incoming_dir: Path | None = None  # new standard-schema files dropped here are picked up by the sensor
+    mixture: MixtureSettings = field(default_factory=MixtureSettings)
+    negatives: MiningSettings = field(default_factory=MiningSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    index_factory: str = "Flat"
+    encode_batch_size: int = 64
+    source_file: Path | None = None
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.artifacts_dir / self.name
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _read_preset(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config preset {path} does not exist (set {CONFIG_ENV} or pass a path)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if "extends" in raw:
+        parent = (path.parent / raw.pop("extends")).resolve()
+        raw = _merge(_read_preset(parent), raw)
+    return raw
+
+
+def _build(cls, values: dict, section: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"config section '{section}': unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PRESET)
+    raw = _read_preset(path)
+    sections = {
+        "mixture": MixtureSettings, "negatives": MiningSettings,
+        "training": TrainingSettings, "evaluation": EvaluationSettings,
+    }
+    values = {k: v for k, v in raw.items() if k not in sections}
+    for key, cls in sections.items():
+        values[key] = _build(cls, raw.get(key, {}) or {}, key)
+    for key in ("name", "raw_sources", "data_scales", "base_model"):
+        if key not in values:
+            raise ValueError(f"config {path}: missing required key '{key}'")
+    # Relative paths are relative to the repository (so `dagster dev` and tests agree).
+    artifacts = Path(os.path.expanduser(str(values.get("artifacts_dir", "artifacts"))))
+    values["artifacts_dir"] = artifacts if artifacts.is_absolute() else REPO_ROOT / artifacts
+    if values.get("incoming_dir"):
+        incoming = Path(os.path.expanduser(str(values["incoming_dir"])))
+        values["incoming_dir"] = incoming if incoming.is_absolute() else REPO_ROOT / incoming
+    values["data_scales"] = {str(k): int(v) for k, v in values["data_scales"].items()}
+    values["source_file"] = path.resolve()
+    config = _build(PipelineConfig, values, "top level")
+    config.negatives.validate()
+    if config.default_scale is not None and config.default_scale not in config.data_scales:
+        raise ValueError(f"default_scale {config.default_scale!r} is not one of data_scales {list(config.data_scales)}")
+    return config

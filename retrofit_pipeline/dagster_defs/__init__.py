@@ -1,0 +1,1 @@
+"""The Dagster layer: thin assets that call the domain modules and record metadata."""

@@ -1,0 +1,91 @@
+"""raw_corpora + evaluation_set (one loading pass) and training_mixture."""
+
+
+import time
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
+
+from ...artifact_io import write_json, write_parquet
+from ...mixing import clean_pool, mixture_summary, sample_mixture
+from ...schema import EvaluationSet
+from ...sources import load_raw_sources, restrict_languages
+from ..partitions import data_scale_partitions
+from ..resources import RetrofitSettings
+
+
+def read_evaluation(settings: RetrofitSettings) -> EvaluationSet:
+    directory = settings.paths().evaluation
+    return EvaluationSet(*(pd.read_parquet(directory / f"{part}.parquet") for part in ("corpus", "queries", "qrels")))
+
+
+def _counts_table(frame: pd.DataFrame, rows: str, columns: str) -> str:
+    return pd.crosstab(frame[rows], frame[columns], margins=True).to_markdown()
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("raw_corpora", group_name="data", kinds={"pandas", "parquet"},
+                  description="Every configured raw source in the standard schema (query, positive, language, task type, source)."),
+        AssetSpec("evaluation_set", group_name="data", kinds={"pandas", "parquet"},
+                  description="The held-out retrieval set (corpus, queries, qrels per language) every model is scored on; "
+                              "held out by construction (whole pages, in every language) and by the leakage filter."),
+    ]
+)
+def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: RetrofitSettings):
+    """One pass over the sources yields both the training pool and its held-out evaluation split."""
+    config, paths = settings.pipeline(), settings.paths()
+    started = time.perf_counter()
+    pairs, evaluation, stats = load_raw_sources(config.raw_sources, config.evaluation.sources, paths.cache, config.incoming_dir)
+    evaluation = restrict_languages(evaluation, config.evaluation.languages)
+    write_parquet(pairs, paths.raw_pairs)
+    for part in ("corpus", "queries", "qrels"):
+        write_parquet(getattr(evaluation, part), paths.evaluation / f"{part}.parquet")
+    context.log.info(f"{len(pairs)} pairs in {pairs['language'].nunique()} languages; evaluation: {len(evaluation.queries)} queries")
+    yield MaterializeResult(asset_key="raw_corpora", metadata={
+        "rows": len(pairs),
+        "languages": MetadataValue.json(sorted(pairs["language"].unique().tolist())),
+        "rows_by_language_and_task": MetadataValue.md(_counts_table(pairs, "language", "task_type")),
+        "sources": MetadataValue.json(stats),
+        "seconds": round(time.perf_counter() - started, 1),
+        "path": MetadataValue.path(str(paths.raw_pairs)),
+    })
+    per_language = evaluation.queries.groupby("language").size().rename("queries").to_frame().join(
+        evaluation.corpus.groupby("language").size().rename("documents"))
+    yield MaterializeResult(asset_key="evaluation_set", metadata={
+        "queries": len(evaluation.queries),
+        "documents": len(evaluation.corpus),
+        "languages": MetadataValue.json(evaluation.languages),
+        "per_language": MetadataValue.md(per_language.to_markdown()),
+        "path": MetadataValue.path(str(paths.evaluation)),
+    })
+
+
+@asset(group_name="data", kinds={"pandas", "parquet"}, partitions_def=data_scale_partitions, deps=["raw_corpora", "evaluation_set"])
+def training_mixture(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
+    """A training set of the partition's size, mixed by the configured policy after exact and
+    near-duplicate removal and removal of anything overlapping the evaluation set."""
+    config, paths = settings.pipeline(), settings.paths()
+    scale = context.partition_key
+    pool = pd.read_parquet(paths.raw_pairs)
+    cleaned, report = clean_pool(pool, read_evaluation(settings), config.mixture.near_duplicate_threshold, config.mixture.seed)
+    size = config.data_scales[scale]
+    if size > len(cleaned):
+        context.log.warning(f"scale {scale} asks for {size} pairs but only {len(cleaned)} remain after cleaning; using all")
+    mixture = sample_mixture(cleaned, size, config.mixture.policy, config.mixture.seed)
+    write_parquet(mixture, paths.mixture(scale))
+    write_json(report.as_dict(), paths.mixture(scale).with_suffix(".cleaning.json"))
+    summary = mixture_summary(mixture)
+    context.log.info(f"cleaning: {report.as_dict()}")
+    return MaterializeResult(metadata={
+        "rows": summary["rows"],
+        "policy": config.mixture.policy,
+        "rows_by_task": MetadataValue.json(summary["by_task"]),
+        "rows_by_language": MetadataValue.json(summary["by_language"]),
+        "rows_by_language_and_task": MetadataValue.md(_counts_table(mixture, "language", "task_type")),
+        "dropped_exact_duplicates": report.exact_duplicates,
+        "dropped_near_duplicates": report.near_duplicates,
+        "dropped_eval_overlap_exact": report.eval_overlap_exact,
+        "dropped_eval_overlap_near": report.eval_overlap_near,
+        "path": MetadataValue.path(str(paths.mixture(scale))),
+    })

@@ -1,0 +1,40 @@
+"""faiss_index: the evaluation corpus embedded by the partition's checkpoint."""
+
+
+import time
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from ...encoder import encode_texts, load_encoder
+from ...indexing import build_index, gpu_available, save_index
+from ..partitions import data_scale_partitions
+from ..resources import RetrofitSettings
+from .checkpoint import encoder_checkpoint
+from .data import read_evaluation
+
+
+@asset(group_name="evaluation", kinds={"faiss"}, partitions_def=data_scale_partitions, deps=[encoder_checkpoint, "evaluation_set"])
+def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
+    """Exact inner-product index by default (index_factory in the config for IVF/HNSW/PQ); on the GPU when faiss sees one."""
+    config, paths = settings.pipeline(), settings.paths()
+    scale = context.partition_key
+    evaluation = read_evaluation(settings)
+    model = load_encoder(str(paths.checkpoint(scale)), device=config.training.device, max_length=config.training.max_passage_length)
+    started = time.perf_counter()
+    embeddings = encode_texts(model, evaluation.corpus["text"].tolist(), config.training.passage_prefix,
+                              config.encode_batch_size, config.training.max_passage_length, description="encode evaluation corpus")
+    encode_seconds = time.perf_counter() - started
+    use_gpu = gpu_available()
+    index = build_index(embeddings, config.index_factory, use_gpu=use_gpu)
+    save_index(index, evaluation.corpus["doc_id"].tolist(), evaluation.corpus["language"].tolist(), paths.index(scale), {
+        "factory": config.index_factory, "dimension": int(embeddings.shape[1]), "size": int(index.ntotal),
+        "checkpoint": str(paths.checkpoint(scale)), "passage_prefix": config.training.passage_prefix,
+    })
+    return MaterializeResult(metadata={
+        "vectors": int(index.ntotal),
+        "dimension": int(embeddings.shape[1]),
+        "factory": config.index_factory,
+        "gpu": use_gpu,
+        "passages_per_second": round(len(embeddings) / max(encode_seconds, 1e-9), 1),
+        "path": MetadataValue.path(str(paths.index(scale))),
+    })

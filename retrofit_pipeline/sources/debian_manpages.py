@@ -1,0 +1,243 @@
+"""The shipped offline default: real multilingual text from Debian's translated manual pages.
+
+Debian packages the Linux man-pages project and the manpages-l10n / JM / CMPP translations
+(manpages, manpages-dev, manpages-de, manpages-ru, manpages-ja, manpages-zh, ...; GPL and
+Linux man-pages copyleft licences, see README). The same page exists in many languages, which
+gives natural training and evaluation pairs:
+
+- summary_retrieval        NAME one-liner ("list directory contents") -> first DESCRIPTION paragraph
+- inverse_cloze            first sentence of a later DESCRIPTION paragraph -> the rest of it
+- bitext                   NAME one-liner in language X -> the same page's one-liner in English
+- cross_lingual_retrieval  English one-liner -> the DESCRIPTION paragraph in language X
+
+Pages are split into train and evaluation by a hash of the page name (e.g. "open.2"), so no
+page, in any language, is on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..schema import EvaluationSet, validate_evaluation_set, validate_pairs
+from .groff import ParsedManPage, parse_man, read_page
+
+SOURCE_NAME = "debian-manpages"
+
+# man directory -> ISO 639-1 code. zh_TW is left out: it is a script conversion of zh_CN.
+MAN_DIRECTORIES = {
+    "": "en", "de": "de", "fr": "fr", "es": "es", "it": "it", "pl": "pl",
+    "ru": "ru", "uk": "uk", "ja": "ja", "zh_CN": "zh",
+}
+DEFAULT_PACKAGES = [
+    "manpages", "manpages-dev",
+    "manpages-de", "manpages-de-dev", "manpages-fr", "manpages-fr-dev", "manpages-es", "manpages-es-dev",
+    "manpages-it", "manpages-it-dev", "manpages-pl", "manpages-pl-dev", "manpages-ru", "manpages-ru-dev",
+    "manpages-uk", "manpages-uk-dev", "manpages-ja", "manpages-ja-dev", "manpages-zh",
+]
+# Localized headings of the DESCRIPTION section, as the translations spell them.
+_DESCRIPTION_HEADINGS = (
+    "DESCRIPTION", "BESCHREIBUNG", "DESCRIPCIÓN", "DESCRIZIONE", "OPIS", "ОПИСАНИЕ", "ОПИС",
+    "説明", "解説", "描述", "説明と解説",
+)
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+_NAME_DASH_RE = re.compile(r"\s[-\u2013\u2014]\s")
+_PAGE_FILE_RE = re.compile(r"^(?P<name>.+)\.(?P<section>[0-9][a-z0-9]*)(\.gz)?$")
+MAX_PASSAGE_CHARS = 600
+
+
+@dataclass(frozen=True)
+class ManPage:
+    key: str  # "open.2": the same key in every language
+    language: str
+    summary: str
+    paragraphs: tuple[str, ...]
+    path: str
+
+
+def fetch_packages(packages: list[str], destination: Path) -> Path:
+    """Downloads the .deb files with apt-get and unpacks them under `destination` (no root needed
+    for the unpacking; `apt-get download` needs the package lists, i.e. `apt-get update` once)."""
+    destination = Path(destination)
+    marker = destination / ".complete"
+    wanted = "\n".join(sorted(packages))
+    if marker.exists() and marker.read_text() == wanted:
+        return destination / "usr" / "share" / "man"
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise RuntimeError(
+            "The default corpus is built from Debian packages, but apt-get/dpkg-deb are not on PATH. "
+            "Either run on Debian/Ubuntu, or set raw_sources to point at unpacked man pages (manpage_root) "
+            "or at Hugging Face datasets (see assets/presets/)."
+        )
+    with tempfile.TemporaryDirectory() as download_dir:
+        result = subprocess.run(["apt-get", "download", *packages], cwd=download_dir, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"apt-get download {' '.join(packages)} failed:\n{result.stderr.strip()}\n"
+                "Run `apt-get update` once (scripts/setup.sh does) and try again."
+            )
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=destination.parent if destination.parent.exists() else None))
+        for deb in sorted(Path(download_dir).glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
+        if destination.exists():
+            shutil.rmtree(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(destination)
+    marker.write_text(wanted)
+    return destination / "usr" / "share" / "man"
+
+
+def _page_files(man_root: Path, directory: str) -> list[Path]:
+    base = man_root / directory if directory else man_root
+    return sorted(p for p in base.glob("man*/*") if p.is_file() and _PAGE_FILE_RE.match(p.name))
+
+
+def _find_description(sections):
+    """The DESCRIPTION section: an exact heading first (Ukrainian "КОРОТКИЙ ОПИС" is the synopsis,
+    "ОПИС" the description), then a heading that contains one ("SYNOPSIS ET DESCRIPTION", "DESCRIPTION 描述")."""
+    headings = [s.heading.strip().upper() for s in sections]
+    for wanted in (lambda h: h in _DESCRIPTION_HEADINGS, lambda h: any(d in h for d in _DESCRIPTION_HEADINGS)):
+        for section, heading in zip(sections, headings):
+            if wanted(heading):
+                return section
+    return None
+
+
+def _to_man_page(parsed: ParsedManPage, key: str, language: str, path: Path) -> ManPage | None:
+    if parsed.redirect is not None or not parsed.sections:
+        return None
+    name_text = " ".join(parsed.sections[0].paragraphs)
+    # "ls - list directory contents": the summary follows the first dash (an em dash in some translations).
+    match = _NAME_DASH_RE.search(name_text)
+    summary = name_text[match.end():].strip() if match else ""
+    description = _find_description(parsed.sections[1:])
+    paragraphs = tuple(p for p in (description.paragraphs if description else []) if len(p) >= 20)
+    if not summary:
+        return None
+    return ManPage(key=key, language=language, summary=summary, paragraphs=paragraphs, path=str(path))
+
+
+def load_manpages(man_root: Path, languages: list[str] | None = None) -> list[ManPage]:
+    """Parses every page of the configured languages; link pages ('.so') are skipped as aliases."""
+    man_root = Path(man_root)
+    if not man_root.is_dir():
+        raise FileNotFoundError(f"man page root {man_root} does not exist")
+    pages: list[ManPage] = []
+    for directory, language in MAN_DIRECTORIES.items():
+        if languages is not None and language not in languages:
+            continue
+        files = _page_files(man_root, directory)
+        for path in tqdm(files, desc=f"parse man pages [{language}]", leave=False, mininterval=2):
+            match = _PAGE_FILE_RE.match(path.name)
+            key = f"{match['name']}.{match['section']}"
+            try:
+                text = read_page(path)
+            except (UnicodeDecodeError, LookupError, OSError) as error:
+                raise ValueError(f"{path}: cannot be read as text ({error})") from error
+            page = _to_man_page(parse_man(text), key, language, path)
+            if page is not None:
+                pages.append(page)
+    return pages
+
+
+def _truncate(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    sentence_end = max(cut.rfind(". "), cut.rfind("。"))
+    return cut[: sentence_end + 1] if sentence_end > limit // 2 else cut.rsplit(" ", 1)[0]
+
+
+def _split_first_sentence(paragraph: str) -> tuple[str, str] | None:
+    parts = _SENTENCE_END_RE.split(paragraph, maxsplit=1)
+    if len(parts) != 2:
+        return None
+    first, rest = parts[0].strip(), parts[1].strip()
+    if len(first) < 15 or len(rest) < 40:
+        return None
+    return first, rest
+
+
+def is_evaluation_page(key: str, eval_fraction: float) -> bool:
+    digest = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < eval_fraction
+
+
+def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
+    """Training pairs of the four task types from pages (of the training split)."""
+    rows: list[dict] = []
+    english = {p.key: p for p in pages if p.language == "en"}
+
+    def add(task: str, page: ManPage, query: str, positive: str, query_language: str, index: int = 0) -> None:
+        rows.append({
+            "pair_id": f"{task}:{page.language}:{page.key}:{index}",
+            "query": query, "positive": _truncate(positive),
+            "language": query_language, "passage_language": page.language,
+            "task_type": task, "source": SOURCE_NAME,
+        })
+
+    for page in pages:
+        if page.paragraphs:
+            add("summary_retrieval", page, page.summary, page.paragraphs[0], page.language)
+        for index, paragraph in enumerate(page.paragraphs[1:4], start=1):
+            split = _split_first_sentence(paragraph)
+            if split:
+                add("inverse_cloze", page, split[0], split[1], page.language, index)
+        source_page = english.get(page.key)
+        if page.language != "en" and source_page is not None:
+            if source_page.summary != page.summary:
+                rows.append({
+                    "pair_id": f"bitext:{page.language}:{page.key}:0",
+                    "query": page.summary, "positive": source_page.summary,
+                    "language": page.language, "passage_language": "en",
+                    "task_type": "bitext", "source": SOURCE_NAME,
+                })
+            if page.paragraphs:
+                add("cross_lingual_retrieval", page, source_page.summary, page.paragraphs[0], "en")
+    return pd.DataFrame(rows)
+
+
+def build_evaluation_set(pages: list[ManPage]) -> EvaluationSet:
+    """Per language: each held-out page's one-liner must find that page's DESCRIPTION paragraph."""
+    corpus_rows, query_rows, qrel_rows = [], [], []
+    seen_docs: set[tuple[str, str]] = set()
+    for page in pages:
+        if not page.paragraphs:
+            continue
+        passage = _truncate(page.paragraphs[0])
+        # Alias pages with identical text would make two "correct" documents: keep the first.
+        if (page.language, passage) in seen_docs:
+            continue
+        seen_docs.add((page.language, passage))
+        doc_id = f"{page.language}:{page.key}"
+        corpus_rows.append({"doc_id": doc_id, "language": page.language, "text": passage})
+        query_rows.append({"query_id": f"q:{doc_id}", "language": page.language, "text": page.summary})
+        qrel_rows.append({"query_id": f"q:{doc_id}", "doc_id": doc_id, "score": 1})
+    return EvaluationSet(pd.DataFrame(corpus_rows), pd.DataFrame(query_rows), pd.DataFrame(qrel_rows))
+
+
+def build_manpage_corpus(
+    man_root: Path, languages: list[str] | None, eval_fraction: float
+) -> tuple[pd.DataFrame, EvaluationSet, dict]:
+    pages = load_manpages(man_root, languages)
+    if not pages:
+        raise ValueError(f"{man_root}: no man pages with a NAME line found for languages {languages}")
+    train_pages = [p for p in pages if not is_evaluation_page(p.key, eval_fraction)]
+    eval_pages = [p for p in pages if is_evaluation_page(p.key, eval_fraction)]
+    pairs = validate_pairs(build_pairs(train_pages), f"{SOURCE_NAME} ({man_root})")
+    evaluation = validate_evaluation_set(build_evaluation_set(eval_pages), f"{SOURCE_NAME} ({man_root})")
+    stats = {
+        "pages_parsed": len(pages),
+        "train_pages": len(train_pages),
+        "eval_pages": len(eval_pages),
+        "pages_per_language": pd.Series([p.language for p in pages]).value_counts().sort_index().to_dict(),
+    }
+    return pairs, evaluation, stats

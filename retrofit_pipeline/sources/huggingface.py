@@ -1,0 +1,153 @@
+"""Loaders for Hugging Face datasets, mapped onto the standard schema.
+
+Every loader goes through `datasets.load_dataset(path, name, split=..., data_files=...)`, so the
+same spec works for a hub dataset (on a machine with network access) and for local parquet/jsonl
+files in the same format (`path: json` or `path: parquet` plus `data_files`).
+
+Kinds:
+- hf_pairs:      one row = query + positive (NQ-style QA pairs, mMARCO triples, any (anchor, positive))
+- hf_tydi:       Mr. TyDi / MIRACL-train style: query + a list of positive passage dicts
+- hf_parallel:   parallel text (bitext): {translation: {en: ..., de: ...}} or two text columns
+- hf_retrieval:  MIRACL/BEIR-style corpus + queries + qrels, for evaluation (or for training pairs)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..schema import DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
+
+
+def _load(spec: dict, label: str):
+    from datasets import load_dataset
+
+    if "path" not in spec:
+        raise ValueError(f"{label}: dataset spec needs 'path' (a hub id, or 'json'/'parquet' with data_files)")
+    kwargs: dict[str, Any] = {"split": spec.get("split", "train")}
+    if spec.get("data_files"):
+        kwargs["data_files"] = spec["data_files"]
+    if spec.get("revision"):
+        kwargs["revision"] = spec["revision"]
+    return load_dataset(spec["path"], spec.get("name"), **kwargs)
+
+
+def _describe(spec: dict) -> str:
+    files = spec.get("data_files")
+    return f"{spec.get('path')}" + (f"[{spec['name']}]" if spec.get("name") else "") + (f" ({files})" if files else "")
+
+
+def _field(row: dict, name: str, label: str, index: int) -> Any:
+    """A field, with dotted access into nested dicts ('translation.de')."""
+    value: Any = row
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataValidationError(label, index, name, f"missing field (row has {sorted(row)})")
+        value = value[part]
+    return value
+
+
+def _limit(dataset, spec: dict):
+    limit = spec.get("max_rows")
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def load_hf_pairs(spec: dict) -> pd.DataFrame:
+    label = _describe(spec)
+    dataset = _limit(_load(spec, label), spec)
+    query_field, positive_field = spec.get("query_field", "query"), spec.get("positive_field", "positive")
+    language_field, language = spec.get("language_field"), spec.get("language")
+    rows = []
+    for index, row in enumerate(dataset):
+        lang = _field(row, language_field, label, index) if language_field else language
+        rows.append({
+            "pair_id": f"{spec.get('source', label)}:{index}",
+            "query": _field(row, query_field, label, index),
+            "positive": _field(row, positive_field, label, index),
+            "language": lang,
+            "passage_language": spec.get("passage_language", lang),
+            "task_type": _field(row, spec["task_type_field"], label, index) if spec.get("task_type_field") else spec.get("task_type", "question_answering"),
+            "source": spec.get("source", label),
+        })
+    return validate_pairs(pd.DataFrame(rows), label)
+
+
+def load_hf_tydi(spec: dict) -> pd.DataFrame:
+    label = _describe(spec)
+    dataset = _limit(_load(spec, label), spec)
+    rows = []
+    for index, row in enumerate(dataset):
+        positives = _field(row, spec.get("positives_field", "positive_passages"), label, index)
+        if not positives:
+            raise DataValidationError(label, index, spec.get("positives_field", "positive_passages"), "query has no positive passage")
+        passage = positives[0]
+        text = passage.get("text") if isinstance(passage, dict) else passage
+        title = passage.get("title", "") if isinstance(passage, dict) else ""
+        rows.append({
+            "pair_id": f"{spec.get('source', label)}:{_field(row, spec.get('id_field', 'query_id'), label, index)}",
+            "query": _field(row, spec.get("query_field", "query"), label, index),
+            "positive": f"{title} {text}".strip() if isinstance(text, str) else text,
+            "language": spec.get("language"),
+            "passage_language": spec.get("language"),
+            "task_type": spec.get("task_type", "question_answering"),
+            "source": spec.get("source", label),
+        })
+    return validate_pairs(pd.DataFrame(rows), label)
+
+
+def load_hf_parallel(spec: dict) -> pd.DataFrame:
+    label = _describe(spec)
+    dataset = _limit(_load(spec, label), spec)
+    source_lang, target_lang = spec["source_language"], spec["target_language"]
+    source_field = spec.get("source_field", f"translation.{source_lang}")
+    target_field = spec.get("target_field", f"translation.{target_lang}")
+    rows = [{
+        "pair_id": f"{spec.get('source', label)}:{index}",
+        "query": _field(row, source_field, label, index),
+        "positive": _field(row, target_field, label, index),
+        "language": source_lang, "passage_language": target_lang,
+        "task_type": "bitext", "source": spec.get("source", label),
+    } for index, row in enumerate(dataset)]
+    return validate_pairs(pd.DataFrame(rows), label)
+
+
+def load_hf_retrieval(spec: dict) -> EvaluationSet:
+    """corpus (docid, title, text) + queries (query_id, query) + qrels (query_id, docid, relevance)."""
+    language = spec["language"]
+    corpus = _load(spec["corpus"], "corpus").to_pandas()
+    queries = _load(spec["queries"], "queries").to_pandas()
+    qrels = _load(spec["qrels"], "qrels").to_pandas()
+    fields = {"doc_id": "docid", "title": "title", "text": "text", "query_id": "query_id", "query": "query", "relevance": "relevance"}
+    fields.update(spec.get("fields", {}))
+    label = f"{_describe(spec['corpus'])} [{language}]"
+    for frame, needed, part in ((corpus, ("doc_id", "text"), "corpus"), (queries, ("query_id", "query"), "queries"), (qrels, ("query_id", "doc_id", "relevance"), "qrels")):
+        for key in needed:
+            if fields[key] not in frame.columns:
+                raise DataValidationError(f"{label} ({part})", "header", fields[key], f"missing column; found {list(frame.columns)}")
+    titles = corpus[fields["title"]].fillna("") if fields["title"] in corpus.columns else ""
+    corpus_text = (titles + " " + corpus[fields["text"]].fillna("")).str.strip() if isinstance(titles, pd.Series) else corpus[fields["text"]]
+    prefix = f"{language}:"
+    evaluation = EvaluationSet(
+        corpus=pd.DataFrame({"doc_id": prefix + corpus[fields["doc_id"]].astype(str), "language": language, "text": corpus_text}),
+        queries=pd.DataFrame({"query_id": prefix + queries[fields["query_id"]].astype(str), "language": language, "text": queries[fields["query"]]}),
+        qrels=pd.DataFrame({
+            "query_id": prefix + qrels[fields["query_id"]].astype(str),
+            "doc_id": prefix + qrels[fields["doc_id"]].astype(str),
+            "score": qrels[fields["relevance"]].astype(int),
+        }),
+    )
+    return validate_evaluation_set(evaluation, label)
+
+
+def retrieval_to_pairs(evaluation: EvaluationSet, source: str, task_type: str = "question_answering") -> pd.DataFrame:
+    """A corpus/queries/qrels set (e.g. MIRACL train) turned into training pairs: one per positive."""
+    merged = evaluation.qrels[evaluation.qrels["score"] > 0].merge(evaluation.queries, on="query_id").merge(
+        evaluation.corpus.rename(columns={"text": "positive", "language": "passage_language"}), on="doc_id"
+    )
+    frame = pd.DataFrame({
+        "pair_id": source + ":" + merged["query_id"] + ":" + merged["doc_id"],
+        "query": merged["text"], "positive": merged["positive"], "language": merged["language"],
+        "passage_language": merged["passage_language"], "task_type": task_type, "source": source,
+    })
+    return validate_pairs(frame, source)

@@ -1,0 +1,64 @@
+"""Hard-negative mining: rank window, false-negative filter, k per query, and the ablation strategies."""
+
+import numpy as np
+import pytest
+
+from retrofit_pipeline.mining import MiningSettings, mine_negatives
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+# 2-d embeddings with known geometry: the query sits at angle 0, pool passages at growing angles.
+ANGLES = {"positive": 0.10, "near-copy": 0.11, "close": 0.5, "mid": 0.9, "far": 1.4, "opposite": 3.0}
+VECTORS = {text: _unit([[np.cos(a), np.sin(a)]])[0] for text, a in ANGLES.items()}
+VECTORS["the query"] = _unit([[1.0, 0.0]])[0]
+
+
+def encode(texts, out=None):
+    result = np.stack([VECTORS[t] for t in texts])
+    if out is not None:
+        out[:] = result
+        return out
+    return result
+
+
+def _mine(tmp_path, **settings):
+    queries = ["the query"] + ["the query"] * 5
+    positives = ["positive", "near-copy", "close", "mid", "far", "opposite"]
+    return mine_negatives(queries, positives, MiningSettings(**settings), encode_queries=encode, encode_pool=encode, work_dir=tmp_path)
+
+
+def test_dense_window_and_false_negative_filter(tmp_path):
+    negatives, ranks, report = _mine(tmp_path, strategy="dense", num_negatives=2, range_min=0, range_max=5, max_relative_score=0.95)
+    # "near-copy" scores 0.99995 x the positive: a likely false negative, filtered.
+    assert negatives[0] == ["close", "mid"]
+    assert ranks[0] == [1, 2]
+    assert report.filtered_as_false_negative >= 1 and 0 < report.false_negative_share < 1
+    assert all(len(n) == 2 for n in negatives)
+    assert all(positive not in n for positive, n in zip(["positive", "near-copy", "close", "mid", "far", "opposite"], negatives))
+    assert (tmp_path / "pool_embeddings.npy").exists()  # the pool is streamed to a memory-mapped file
+
+
+def test_rank_window_skips_the_top(tmp_path):
+    negatives, ranks, _ = _mine(tmp_path, strategy="dense", num_negatives=1, range_min=2, range_max=5, max_relative_score=1.0)
+    assert negatives[0] == ["mid"] and ranks[0] == [2]
+
+
+def test_random_bm25_and_none(tmp_path):
+    random_negatives, _, report = _mine(tmp_path, strategy="random", num_negatives=2)
+    assert all(len(n) == 2 for n in random_negatives) and report.strategy == "random"
+    none, _, report = _mine(tmp_path, strategy="none")
+    assert none == [[]] * 6 and report.negatives_per_query == 0
+
+    queries = ["copy files between directories", "list directory contents", "remove a file"]
+    positives = ["cp copies files from one directory to another", "ls lists the contents of a directory", "rm removes files"]
+    bm25, ranks, report = mine_negatives(queries, positives, MiningSettings(strategy="bm25", num_negatives=1, range_max=5, max_relative_score=1.0))
+    assert bm25[0] != [positives[0]] and len(bm25[0]) == 1 and ranks[0][0] >= 0
+
+
+def test_invalid_window_is_rejected():
+    with pytest.raises(ValueError, match="rank window"):
+        MiningSettings(range_min=10, range_max=5).validate()

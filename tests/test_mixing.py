@@ -1,0 +1,70 @@
+"""Deduplication, evaluation-leakage removal and mixture policies."""
+
+import pandas as pd
+import pytest
+
+from retrofit_pipeline.dedup import MinHasher, near_duplicate_groups, normalize_text
+from retrofit_pipeline.mixing import clean_pool, sample_mixture
+from retrofit_pipeline.schema import EvaluationSet
+
+
+def _pool():
+    rows = []
+    for i in range(60):
+        task = ["summary_retrieval", "bitext", "inverse_cloze"][i % 3]
+        language = ["de", "ru", "ja", "en"][i % 4]
+        rows.append({"pair_id": f"p{i}", "query": f"query number {i} about topic {i * 7}", "positive": f"passage {i} explains topic {i * 7} in detail, with background, history, examples and a short summary of related work",
+                     "language": language, "passage_language": language, "task_type": task, "source": "unit"})
+    frame = pd.DataFrame(rows)
+    exact = frame.iloc[[0]].assign(pair_id="dup-exact", query="Query number 0, about topic 0!")  # same after normalization
+    near = frame.iloc[[1]].assign(pair_id="dup-near", positive="passage 1 explains topic 7 in detail, with background, history, examples and a short sumary of related work")
+    leak = frame.iloc[[2]].assign(pair_id="leak", query="what does the held-out query say")
+    return pd.concat([frame, exact, near, leak], ignore_index=True)
+
+
+def _evaluation():
+    return EvaluationSet(
+        corpus=pd.DataFrame({"doc_id": ["d1"], "language": ["en"], "text": ["an evaluation passage nobody trains on"]}),
+        queries=pd.DataFrame({"query_id": ["q1"], "language": ["en"], "text": ["What does the held-out query say?"]}),
+        qrels=pd.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "score": [1]}),
+    )
+
+
+def test_normalization_ignores_case_punctuation_and_width():
+    assert normalize_text("Ｈｅｌｌｏ,  World!") == normalize_text("hello world")
+
+
+def test_near_duplicates_found_across_scripts():
+    hasher = MinHasher()
+    texts = ["ディレクトリの内容をリスト表示する", "ディレクトリの内容をリスト表示する。", "ファイルをコピーする別の文章です"]
+    groups = near_duplicate_groups(hasher.signatures(texts), 0.8)
+    assert groups == [0, 0, 2]
+
+
+def test_clean_pool_reports_every_drop():
+    cleaned, report = clean_pool(_pool(), _evaluation())
+    assert report.exact_duplicates == 1 and report.near_duplicates == 1
+    assert report.eval_overlap_exact == 1
+    assert report.output_rows == 60 == len(cleaned)
+    assert not {"dup-exact", "dup-near", "leak"} & set(cleaned["pair_id"])
+
+
+def test_task_diverse_balances_tasks_and_language_diverse_balances_languages():
+    pool, _ = clean_pool(_pool(), _evaluation())
+    task_mix = sample_mixture(pool, 30, "task_diverse", seed=3)
+    assert task_mix.groupby("task_type").size().tolist() == [10, 10, 10]
+    language_mix = sample_mixture(pool, 20, "language_diverse", seed=3)
+    assert language_mix.groupby("language").size().tolist() == [5, 5, 5, 5]
+    assert len(sample_mixture(pool, 25, "proportional", seed=3)) == 25
+
+
+def test_smaller_scale_is_a_subset_of_larger_scale():
+    pool, _ = clean_pool(_pool(), _evaluation())
+    small = set(sample_mixture(pool, 12, "task_diverse", seed=5)["pair_id"])
+    large = set(sample_mixture(pool, 36, "task_diverse", seed=5)["pair_id"])
+    assert small < large
+
+
+def test_unknown_policy_is_an_error():
+    with pytest.raises(ValueError, match="unknown mixture policy"):
+        sample_mixture(_pool(), 5, "alphabetical", seed=1)
