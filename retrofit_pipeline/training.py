@@ -98,11 +98,12 @@ def info_nce_loss(
 
 
 def _duplicate_positive_mask(positives: list[str], passages: list[str]) -> torch.Tensor:
-    mask = torch.zeros(len(positives), len(passages), dtype=torch.bool)
-    for i, positive in enumerate(positives):
-        for j, passage in enumerate(passages):
-            if j != i and passage == positive:
-                mask[i, j] = True
+    """True where passage j (j != i) has exactly the text of query i's positive."""
+    ids: dict[str, int] = {}
+    positive_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in positives])
+    passage_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in passages])
+    mask = positive_ids[:, None] == passage_ids[None, :]
+    mask[torch.arange(len(positives)), torch.arange(len(positives))] = False
     return mask
 
 

@@ -123,3 +123,29 @@ def test_job_backfill_partitions_and_schedule_are_defined():
     assert job.partitions_def.get_partition_keys() == ["small", "large"]
     assert {s.name for s in defs.schedules} == {"weekly_retrain"}
     assert {s.name for s in defs.sensors} == {"new_raw_data_sensor"}
+
+
+def test_backfill_over_every_partition_builds_each_mixture(instance, paths):
+    config = load_config()
+    for scale, size in config.data_scales.items():
+        _run(["training_mixture"], instance, partition=scale)
+        assert len(pd.read_parquet(paths.mixture(scale))) == size
+    small = set(pd.read_parquet(paths.mixture("small"))["pair_id"])
+    large = set(pd.read_parquet(paths.mixture("large"))["pair_id"])
+    assert small < large
+
+
+def test_bad_raw_source_fails_the_asset_with_row_and_field(tmp_path, monkeypatch):
+    bad = tmp_path / "incoming"
+    bad.mkdir()
+    (bad / "new.jsonl").write_text('{"pair_id": "x1", "query": "\\u200b", "positive": "p", "language": "de", "task_type": "bitext", "source": "drop"}\n')
+    config = load_config()
+    monkeypatch.setattr(config, "incoming_dir", bad)
+    settings = RetrofitSettings(device="cpu")
+    monkeypatch.setattr(RetrofitSettings, "pipeline", lambda self: config)
+    result = materialize(ALL_ASSETS, selection=["raw_corpora", "evaluation_set"], instance=DagsterInstance.ephemeral(),
+                         resources={"settings": settings}, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
+    assert "new.jsonl: row 0, field 'query': empty or whitespace-only text" in message

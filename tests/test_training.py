@@ -82,3 +82,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(base_model, tmp_pat
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     for name in full:
         torch.testing.assert_close(full[name], resumed[name], rtol=1e-4, atol=1e-5)
+
+
+def test_same_text_as_the_positive_is_masked_not_punished():
+    from retrofit_pipeline.training import _duplicate_positive_mask
+
+    mask = _duplicate_positive_mask(["list files", "copy files"], ["list files", "copy files", "list files", "remove"])
+    assert mask.tolist() == [[False, False, True, False], [False, False, False, False]]

@@ -74,7 +74,7 @@ def fetch_packages(packages: list[str], destination: Path) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise RuntimeError(
             "The default corpus is built from Debian packages, but apt-get/dpkg-deb are not on PATH. "
-            "Either run on Debian/Ubuntu, or set raw_sources to point at unpacked man pages (manpage_root) "
+            "Either run on Debian/Ubuntu, or set raw_sources to point at unpacked man pages (man_root) "
             "or at Hugging Face datasets (see assets/presets/)."
         )
     with tempfile.TemporaryDirectory() as download_dir:
@@ -84,12 +84,12 @@ def fetch_packages(packages: list[str], destination: Path) -> Path:
                 f"apt-get download {' '.join(packages)} failed:\n{result.stderr.strip()}\n"
                 "Run `apt-get update` once (scripts/setup.sh does) and try again."
             )
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=destination.parent if destination.parent.exists() else None))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=destination.parent))
         for deb in sorted(Path(download_dir).glob("*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
         if destination.exists():
             shutil.rmtree(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(destination)
     marker.write_text(wanted)
     return destination / "usr" / "share" / "man"

@@ -1,0 +1,65 @@
+"""Presets, atomic writes and the workspace the UI loads."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from retrofit_pipeline.artifact_io import atomic_directory, write_parquet
+from retrofit_pipeline.config import PRESETS_DIR, REPO_ROOT, load_config
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESETS_DIR.glob("*.yaml")))
+def test_every_shipped_preset_loads(preset):
+    config = load_config(PRESETS_DIR / preset)
+    assert config.data_scales and config.base_model
+    assert config.default_scale in config.data_scales
+
+
+def test_default_preset_is_offline_and_multilingual():
+    config = load_config(PRESETS_DIR / "default.yaml")
+    assert config.base_model.startswith("package:")
+    assert len(config.data_scales) >= 3
+    assert {"ru", "ja", "zh"} <= set(config.evaluation.languages) and len(config.evaluation.languages) >= 6
+
+
+def test_ablation_preset_overrides_only_what_it_names():
+    base, ablation = load_config(PRESETS_DIR / "default.yaml"), load_config(PRESETS_DIR / "default_no_negatives.yaml")
+    assert ablation.negatives.strategy == "none" and base.negatives.strategy == "dense"
+    assert ablation.training == base.training and ablation.experiment_dir != base.experiment_dir
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("extends: " + str(PRESETS_DIR / "default.yaml") + "\ntraining:\n  learning_rat: 1.0\n")
+    with pytest.raises(ValueError, match=r"'training': unknown key\(s\) \['learning_rat'\]"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_failed_write_leaves_previous_version_intact(tmp_path):
+    target = tmp_path / "table.parquet"
+    write_parquet(pd.DataFrame({"a": [1]}), target)
+    with pytest.raises(TypeError):
+        write_parquet(pd.DataFrame({"a": [object()]}), target)
+    assert pd.read_parquet(target)["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+
+    directory = tmp_path / "checkpoint"
+    with atomic_directory(directory) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(directory) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("disk full")
+    assert (directory / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "table.parquet"]
+
+
+def test_workspace_loads_in_dagster_cli():
+    """What `dagster dev` loads: workspace.yaml at the repo root resolves to the definitions."""
+    env = {**os.environ, "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO_ROOT / "workspace.yaml")],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
