@@ -7,9 +7,6 @@ format, which leaderboards and `mteb.load_results` read."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np

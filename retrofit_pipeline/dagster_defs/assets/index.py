@@ -6,7 +6,7 @@ import time
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ...encoder import encode_texts, load_encoder
-from ...indexing import build_index, gpu_available, save_index
+from ...indexing import build_index, gpu_available, recall_against_exact, save_index
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from .checkpoint import encoder_checkpoint
@@ -26,6 +26,9 @@ def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> M
     encode_seconds = time.perf_counter() - started
     use_gpu = gpu_available()
     index = build_index(embeddings, config.index_factory, use_gpu=use_gpu)
+    # An approximate index (IVF/HNSW/PQ) reports how much of the exact top-10 it still finds.
+    probe = embeddings[:: max(1, len(embeddings) // 500)]
+    recall_at_10 = 1.0 if config.index_factory == "Flat" else recall_against_exact(index, embeddings, probe, k=10)
     save_index(index, evaluation.corpus["doc_id"].tolist(), evaluation.corpus["language"].tolist(), paths.index(scale), {
         "factory": config.index_factory, "dimension": int(embeddings.shape[1]), "size": int(index.ntotal),
         "checkpoint": str(paths.checkpoint(scale)), "passage_prefix": config.training.passage_prefix,
@@ -35,6 +38,7 @@ def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> M
         "dimension": int(embeddings.shape[1]),
         "factory": config.index_factory,
         "gpu": use_gpu,
+        "recall_at_10_vs_exact": MetadataValue.float(recall_at_10),
         "passages_per_second": round(len(embeddings) / max(encode_seconds, 1e-9), 1),
         "path": MetadataValue.path(str(paths.index(scale))),
     })
