@@ -30,6 +30,16 @@ class CleaningReport:
         return dict(self.__dict__)
 
 
+def evaluation_texts(evaluation: EvaluationSet) -> list[str]:
+    return pd.concat([evaluation.queries["text"], evaluation.corpus["text"]]).tolist()
+
+
+def overlaps_evaluation_exactly(pairs: pd.DataFrame, evaluation: EvaluationSet) -> np.ndarray:
+    """Rows whose query or positive equals an evaluation query or passage after normalization."""
+    eval_keys = {normalize_text(t) for t in evaluation_texts(evaluation)}
+    return (pairs["query"].map(normalize_text).isin(eval_keys) | pairs["positive"].map(normalize_text).isin(eval_keys)).to_numpy()
+
+
 def clean_pool(
     pairs: pd.DataFrame, evaluation: EvaluationSet, near_duplicate_threshold: float = 0.9, seed: int = 13
 ) -> tuple[pd.DataFrame, CleaningReport]:
@@ -46,12 +56,10 @@ def clean_pool(
     near = representative != np.arange(len(pairs))
     pairs = pairs.loc[~near].reset_index(drop=True)
 
-    eval_texts = pd.concat([evaluation.queries["text"], evaluation.corpus["text"]]).tolist()
-    eval_keys = {normalize_text(t) for t in eval_texts}
-    overlap_exact = (pairs["query"].map(normalize_text).isin(eval_keys) | pairs["positive"].map(normalize_text).isin(eval_keys)).to_numpy()
+    overlap_exact = overlaps_evaluation_exactly(pairs, evaluation)
     pairs = pairs.loc[~overlap_exact].reset_index(drop=True)
 
-    eval_signatures = hasher.signatures(eval_texts)
+    eval_signatures = hasher.signatures(evaluation_texts(evaluation))
     overlap_near = matches_any(hasher.signatures(pairs["query"].tolist()), eval_signatures, near_duplicate_threshold) | matches_any(
         hasher.signatures(pairs["positive"].tolist()), eval_signatures, near_duplicate_threshold
     )

@@ -18,14 +18,28 @@ def score_table_markdown(base: pd.DataFrame, tuned: pd.DataFrame | None, metric:
     return table.to_markdown(index=False, floatfmt=".4f")
 
 
-def data_scale_plot_png(curve: pd.DataFrame, base_mean: float | None) -> bytes:
-    """curve: columns scale_rows, language, ndcg_at_10 (one line per language plus the mean)."""
+def _new_figure(size: tuple[float, float]):
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # headless: assets run on servers and in CI
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
+    return plt.subplots(figsize=size, dpi=100)
+
+
+def _png_bytes(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def data_scale_plot_png(curve: pd.DataFrame, base_mean: float | None) -> bytes:
+    """curve: columns scale_rows, language, ndcg_at_10 (one line per language plus the mean)."""
+    figure, axis = _new_figure((7, 4.5))
     for language, group in curve.groupby("language"):
         group = group.sort_values("scale_rows")
         style = {"linewidth": 3, "color": "black"} if language == "mean" else {"linewidth": 1, "alpha": 0.7}
@@ -37,11 +51,7 @@ def data_scale_plot_png(curve: pd.DataFrame, base_mean: float | None) -> bytes:
     axis.set_ylabel("nDCG@10")
     axis.set_title("Retrieval quality vs. training data scale")
     axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png_bytes(figure)
 
 
 def png_markdown(png: bytes, alt: str) -> str:
@@ -49,13 +59,9 @@ def png_markdown(png: bytes, alt: str) -> str:
 
 
 def loss_curve_png(losses: list[float]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+    figure, axis = _new_figure((6, 3.5))
     steps = np.arange(1, len(losses) + 1)
     axis.plot(steps, losses, alpha=0.35, label="loss")
     if len(losses) >= 5:
@@ -65,8 +71,4 @@ def loss_curve_png(losses: list[float]) -> bytes:
     axis.set_xlabel("step")
     axis.set_ylabel("InfoNCE loss")
     axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png_bytes(figure)

@@ -4,7 +4,7 @@
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
-from ..dedup import normalize_text
+from ..mixing import overlaps_evaluation_exactly
 from ..indexing import load_index
 from .assets.data import read_evaluation, training_mixture
 from .assets.index import faiss_index
@@ -17,9 +17,7 @@ from .resources import RetrofitSettings
 def no_train_eval_overlap(context: AssetCheckExecutionContext, settings: RetrofitSettings) -> AssetCheckResult:
     paths = settings.paths()
     mixture = pd.read_parquet(paths.mixture(context.partition_key))
-    evaluation = read_evaluation(settings)
-    eval_texts = {normalize_text(t) for t in pd.concat([evaluation.queries["text"], evaluation.corpus["text"]])}
-    leaked = mixture[mixture["query"].map(normalize_text).isin(eval_texts) | mixture["positive"].map(normalize_text).isin(eval_texts)]
+    leaked = mixture[overlaps_evaluation_exactly(mixture, read_evaluation(settings))]
     return AssetCheckResult(passed=leaked.empty, metadata={"overlapping_rows": len(leaked), "examples": leaked["pair_id"].head(5).tolist()})
 
 

@@ -44,12 +44,9 @@ def base_model_scores(context: AssetExecutionContext, settings: RetrofitSettings
     })
 
 
-def faiss_ndcg_by_language(settings: RetrofitSettings, scale: str) -> dict[str, float]:
+def faiss_ndcg_by_language(model, evaluation, config, index_dir) -> dict[str, float]:
     """nDCG@10 of the partition's FAISS index itself (queries embedded by the checkpoint), per language."""
-    config, paths = settings.pipeline(), settings.paths()
-    evaluation = read_evaluation(settings)
-    index, doc_ids, languages = load_index(paths.index(scale))
-    model = load_encoder(str(paths.checkpoint(scale)), device=config.training.device, max_length=config.training.max_query_length)
+    index, doc_ids, languages = load_index(index_dir)
     queries = evaluation.queries
     embeddings = encode_texts(model, queries["text"].tolist(), config.training.query_prefix, config.encode_batch_size,
                               config.training.max_query_length, description="encode evaluation queries")
@@ -77,7 +74,7 @@ def retrieval_scores(context: AssetExecutionContext, settings: RetrofitSettings)
     started = time.perf_counter()
     scores = evaluate_model(model, evaluation, paths.scores(scale) / "mteb", config.evaluation.batch_size,
                             config.evaluation.max_queries_per_language)
-    faiss_scores = faiss_ndcg_by_language(settings, scale)
+    faiss_scores = faiss_ndcg_by_language(model, evaluation, config, paths.index(scale))
     scores["faiss_ndcg_at_10_all_queries"] = scores["language"].map(faiss_scores)
     base = pd.read_parquet(paths.base_scores / "scores.parquet")
     table = score_table_markdown(base, scores)
