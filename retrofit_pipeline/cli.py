@@ -36,17 +36,15 @@ def run(config_path: str | None, scales: list[str] | None, device: str) -> int:
         scales = list(config.data_scales)
     instance = _instance()
     resources = {"settings": defs.resources["settings"].model_copy(update={"device": device})} if device != "auto" else None
-    for scale in scales:
-        print(f"== retrofit_job, experiment {config.name!r}, data scale {scale} ({config.data_scales[scale]} pairs)", flush=True)
-        job = defs.resolve_job_def("retrofit_job")
-        result = job.execute_in_process(partition_key=scale, instance=instance, raise_on_error=False, resources=resources)
+    runs = [("prepare_job", None)] + [("retrofit_job", scale) for scale in scales] + [("report_job", None)]
+    for job_name, scale in runs:
+        label = f"data scale {scale} ({config.data_scales[scale]} pairs)" if scale else "shared assets"
+        print(f"== {job_name}, experiment {config.name!r}, {label}", flush=True)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=scale, instance=instance, raise_on_error=False, resources=resources)
         if not result.success:
-            print(f"retrofit_job failed for scale {scale}; see the log above or the run in `dagster dev`.", file=sys.stderr)
+            print(f"{job_name} failed ({label}); see the log above or the run in `dagster dev`.", file=sys.stderr)
             return 1
-    report = defs.resolve_job_def("report_job").execute_in_process(instance=instance, raise_on_error=False, resources=resources)
-    if not report.success:
-        print("report_job failed; see the log above.", file=sys.stderr)
-        return 1
     paths = ArtifactPaths(config.experiment_dir)
     print("\nArtifacts")
     for scale in scales:

@@ -121,11 +121,15 @@ def test_data_scale_report(full_chain, paths):
 def test_job_backfill_partitions_and_schedule_are_defined():
     job = defs.resolve_job_def("retrofit_job")
     assert job.partitions_def.get_partition_keys() == ["small", "large"]
+    # A backfill of retrofit_job trains every scale without reloading the shared assets each time.
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores"}
+    assert defs.resolve_job_def("refresh_and_retrain_job").partitions_def is job.partitions_def
     assert {s.name for s in defs.schedules} == {"weekly_retrain"}
     assert {s.name for s in defs.sensors} == {"new_raw_data_sensor"}
 
 
-def test_backfill_over_every_partition_builds_each_mixture(instance, paths):
+def test_backfill_over_every_partition_builds_each_mixture(full_chain, instance, paths):
     config = load_config()
     for scale, size in config.data_scales.items():
         _run(["training_mixture"], instance, partition=scale)

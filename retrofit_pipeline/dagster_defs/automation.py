@@ -12,11 +12,20 @@ from ..config import load_config
 from ..sources import incoming_files
 from .partitions import data_scale_partitions
 
+_SHARED = AssetSelection.assets("raw_corpora", "evaluation_set", "base_model_scores")
+_PER_SCALE = AssetSelection.assets("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores")
+
+prepare_job = define_asset_job(
+    "prepare_job", selection=_SHARED,
+    description="What every data scale shares: raw data, the evaluation set and the base model's scores.",
+)
 retrofit_job = define_asset_job(
-    "retrofit_job",
-    selection=AssetSelection.all() - AssetSelection.assets("data_scale_report"),
-    partitions_def=data_scale_partitions,
-    description="The whole chain for one data scale: raw data -> mixture -> negatives -> checkpoint -> index -> scores.",
+    "retrofit_job", selection=_PER_SCALE, partitions_def=data_scale_partitions,
+    description="One data scale: mixture -> negatives -> checkpoint -> index -> scores. A backfill over its partitions is the data-scale curve.",
+)
+refresh_and_retrain_job = define_asset_job(
+    "refresh_and_retrain_job", selection=_SHARED | _PER_SCALE, partitions_def=data_scale_partitions,
+    description="Reload the raw data, then retrain and score one data scale (what the schedule and the sensor run).",
 )
 report_job = define_asset_job("report_job", selection=AssetSelection.assets("data_scale_report"))
 
@@ -26,13 +35,13 @@ def _default_scale() -> str:
     return config.default_scale or next(iter(config.data_scales))
 
 
-@schedule(job=retrofit_job, cron_schedule="0 3 * * 0", default_status=DefaultScheduleStatus.STOPPED)
+@schedule(job=refresh_and_retrain_job, cron_schedule="0 3 * * 0", default_status=DefaultScheduleStatus.STOPPED)
 def weekly_retrain(context):
     """Retrains the default data scale every Sunday 03:00 on whatever raw data is there by then."""
     return RunRequest(partition_key=_default_scale(), tags={"trigger": "schedule"})
 
 
-@sensor(job=retrofit_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
+@sensor(job=refresh_and_retrain_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
 def new_raw_data_sensor(context: SensorEvaluationContext):
     """Starts a run when standard-schema files appear or change in the config's incoming_dir."""
     config = load_config()
