@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +14,6 @@ from retrofit_pipeline.evaluation import ndcg_from_rankings
 from retrofit_pipeline.training import TrainingSettings, info_nce_loss, train_encoder
 from synthetic import evaluation_frames, training_pairs
 
-BASE = None
 
 
 @pytest.fixture(scope="module")
