@@ -1,6 +1,5 @@
 """Jobs, the retraining schedule and the new-raw-data sensor."""
 
-
 import json
 
 from dagster import (

@@ -1,6 +1,5 @@
 """Asset checks: the guarantees a retrofitted model is promoted on."""
 
-
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 

@@ -1,6 +1,5 @@
 """Data-scale partitions: one key per configured scale, so a data-scale curve is a backfill."""
 
-
 from dagster import StaticPartitionsDefinition
 
 from ..config import load_config

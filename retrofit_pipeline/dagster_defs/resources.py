@@ -1,6 +1,5 @@
 """The one resource: which preset the pipeline runs, and on which device."""
 
-
 import os
 
 from dagster import ConfigurableResource

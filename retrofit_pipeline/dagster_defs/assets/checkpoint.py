@@ -1,6 +1,5 @@
 """encoder_checkpoint: contrastive fine-tuning of the base encoder on the mined data."""
 
-
 import json
 from dataclasses import asdict
 

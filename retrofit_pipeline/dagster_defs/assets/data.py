@@ -1,6 +1,5 @@
 """raw_corpora + evaluation_set (one loading pass) and training_mixture."""
 
-
 import time
 
 import pandas as pd

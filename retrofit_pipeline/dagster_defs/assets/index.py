@@ -1,6 +1,5 @@
 """faiss_index: the evaluation corpus embedded by the partition's checkpoint."""
 
-
 import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset

@@ -1,6 +1,5 @@
 """hard_negatives: mined with the base encoder over the mixture's passage pool."""
 
-
 import time
 
 import numpy as np

@@ -1,6 +1,5 @@
 """base_model_scores, retrieval_scores (per partition) and the data-scale report."""
 
-
 import time
 
 import numpy as np
