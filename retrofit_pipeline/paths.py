@@ -50,3 +50,7 @@ class ArtifactPaths:
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+    @property
+    def promoted(self) -> Path:
+        return self.root / "promoted"

@@ -153,3 +153,16 @@ def test_bad_raw_source_fails_the_asset_with_row_and_field(tmp_path, monkeypatch
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
     assert "new.jsonl: row 0, field 'query': empty or whitespace-only text" in message
+
+
+def test_promotion_only_when_not_below_current(full_chain, instance, paths):
+    result = _run(["promoted_checkpoint"], instance)
+    meta = _metadata(result, "promoted_checkpoint")
+    assert meta["promoted"] is True and meta["current_scale"] == "small"
+    assert (paths.promoted / "model" / "model.safetensors").exists()
+    # A current model that scores higher than every candidate stays current.
+    current = json.loads((paths.promoted / "current.json").read_text())
+    (paths.promoted / "current.json").write_text(json.dumps({**current, "mean_ndcg_at_10": 1.0}))
+    meta = _metadata(_run(["promoted_checkpoint"], instance), "promoted_checkpoint")
+    assert meta["promoted"] is False and "below current" in meta["reason"]
+    assert json.loads((paths.promoted / "current.json").read_text())["mean_ndcg_at_10"] == 1.0

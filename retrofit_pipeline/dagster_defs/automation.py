@@ -23,10 +23,14 @@ retrofit_job = define_asset_job(
     description="One data scale: mixture -> negatives -> checkpoint -> index -> scores. A backfill over its partitions is the data-scale curve.",
 )
 refresh_and_retrain_job = define_asset_job(
-    "refresh_and_retrain_job", selection=_SHARED | _PER_SCALE, partitions_def=data_scale_partitions,
-    description="Reload the raw data, then retrain and score one data scale (what the schedule and the sensor run).",
+    "refresh_and_retrain_job", selection=_SHARED | _PER_SCALE | AssetSelection.assets("promoted_checkpoint"),
+    partitions_def=data_scale_partitions,
+    description="Reload the raw data, retrain and score one data scale, promote if not worse (what the schedule and the sensor run).",
 )
-report_job = define_asset_job("report_job", selection=AssetSelection.assets("data_scale_report"))
+report_job = define_asset_job(
+    "report_job", selection=AssetSelection.assets("data_scale_report", "promoted_checkpoint"),
+    description="The data-scale curve over every scored scale, and promotion of the best clean checkpoint.",
+)
 
 
 def _default_scale() -> str:

@@ -1,4 +1,4 @@
-"""base_model_scores, retrieval_scores (per partition) and the data-scale report."""
+"""base_model_scores, retrieval_scores (per partition), the data-scale report and promotion."""
 
 import time
 
@@ -10,7 +10,9 @@ from ...artifact_io import atomic_path, write_json, write_parquet, write_text
 from ...encoder import encode_texts, load_encoder
 from ...evaluation import evaluate_model, ndcg_from_rankings
 from ...indexing import load_index
+from ...mixing import overlaps_evaluation_exactly
 from ...model_card import replace_scores_section
+from ...promotion import Candidate, decide, promote, read_current
 from ...reporting import data_scale_plot_png, png_markdown, score_table_markdown
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
@@ -122,4 +124,31 @@ def data_scale_report(context: AssetExecutionContext, settings: RetrofitSettings
         "table": MetadataValue.md(pivot.to_markdown(floatfmt=".4f")),
         "plot": MetadataValue.md(png_markdown(png, "data-scale curve")),
         "path": MetadataValue.path(str(paths.report)),
+    })
+
+
+@asset(group_name="evaluation", kinds={"pytorch"}, deps=[retrieval_scores, "training_mixture", "evaluation_set"])
+def promoted_checkpoint(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
+    """The checkpoint to serve: the best scored one, promoted only if its training data does not
+    overlap the evaluation set and its mean nDCG@10 is not below the current one's."""
+    config, paths = settings.pipeline(), settings.paths()
+    evaluation = read_evaluation(settings)
+    candidates = []
+    for scale in config.data_scales:
+        score_file = paths.scores(scale) / "scores.parquet"
+        if score_file.exists() and paths.checkpoint(scale).exists() and paths.mixture(scale).exists():
+            leaked = int(overlaps_evaluation_exactly(pd.read_parquet(paths.mixture(scale)), evaluation).sum())
+            candidates.append(Candidate(scale, paths.checkpoint(scale), float(pd.read_parquet(score_file)["ndcg_at_10"].mean()), leaked))
+    decision = decide(candidates, read_current(paths.promoted))
+    if decision.promoted:
+        promote(decision.candidate, paths.promoted)
+    context.log.info(f"promotion: {'promoted' if decision.promoted else 'kept current'}: {decision.reason}")
+    current = read_current(paths.promoted)
+    return MaterializeResult(metadata={
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "current_scale": current["scale"] if current else "none",
+        "current_mean_ndcg_at_10": MetadataValue.float(float(current["mean_ndcg_at_10"])) if current else MetadataValue.float(float("nan")),
+        "candidates": MetadataValue.json([{"scale": c.scale, "mean_ndcg_at_10": round(c.mean_ndcg_at_10, 4), "leaked_rows": c.leaked_rows} for c in candidates]),
+        "path": MetadataValue.path(str(paths.promoted)),
     })
