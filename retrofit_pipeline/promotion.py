@@ -41,13 +41,18 @@ def decide(candidates: list[Candidate], current: dict | None) -> PromotionDecisi
 
 
 def promote(candidate: Candidate, directory: Path) -> None:
-    """Copies the checkpoint to `directory/model` and records it in `directory/current.json`, each atomically."""
+    """Copies the checkpoint to `directory/model` with its record `current.json` inside, in one
+    atomic rename: the served model and the scores it is judged by can never disagree."""
     with atomic_directory(directory / "model") as tmp:
         shutil.copytree(candidate.checkpoint, tmp, dirs_exist_ok=True)
-    write_json({"scale": candidate.scale, "source_checkpoint": str(candidate.checkpoint),
-                "mean_ndcg_at_10": candidate.mean_ndcg_at_10}, directory / "current.json")
+        write_json({"scale": candidate.scale, "source_checkpoint": str(candidate.checkpoint),
+                    "mean_ndcg_at_10": candidate.mean_ndcg_at_10}, tmp / "current.json")
+
+
+def current_record(directory: Path) -> Path:
+    return directory / "model" / "current.json"
 
 
 def read_current(directory: Path) -> dict | None:
-    path = directory / "current.json"
+    path = current_record(directory)
     return read_json(path) if path.exists() else None

@@ -11,6 +11,7 @@ from retrofit_pipeline.config import load_config
 from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
 from retrofit_pipeline.definitions import defs
 from retrofit_pipeline.paths import ArtifactPaths
+from retrofit_pipeline.promotion import current_record
 from retrofit_pipeline.schema import PAIR_COLUMNS
 
 ALL_ASSETS = list(defs.assets)
@@ -161,8 +162,9 @@ def test_promotion_only_when_not_below_current(full_chain, instance, paths):
     assert meta["promoted"] is True and meta["current_scale"] == "small"
     assert (paths.promoted / "model" / "model.safetensors").exists()
     # A current model that scores higher than every candidate stays current.
-    current = json.loads((paths.promoted / "current.json").read_text())
-    (paths.promoted / "current.json").write_text(json.dumps({**current, "mean_ndcg_at_10": 1.0}))
+    record = current_record(paths.promoted)
+    current = json.loads(record.read_text())
+    record.write_text(json.dumps({**current, "mean_ndcg_at_10": 1.0}))
     meta = _metadata(_run(["promoted_checkpoint"], instance), "promoted_checkpoint")
     assert meta["promoted"] is False and "below current" in meta["reason"]
-    assert json.loads((paths.promoted / "current.json").read_text())["mean_ndcg_at_10"] == 1.0
+    assert json.loads(record.read_text())["mean_ndcg_at_10"] == 1.0
