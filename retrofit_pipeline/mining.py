@@ -1,7 +1,8 @@
 """Hard-negative mining: for each training query, passages that look relevant but are not.
 
 Dense strategy (the paper's): embed the passage pool with the base encoder (streamed into a
-memory-mapped file), search it with FAISS in query chunks (never a full query x pool matrix),
+memory-mapped file), search it exactly with FAISS in query chunks and pool blocks (never a full
+query x pool matrix, never a second copy of the pool; a GPU index when one is present),
 take candidates from a rank window, and drop likely false negatives: candidates that score above
 `max_relative_score` x the positive's score (NV-Retriever's positive-aware filter).
 BM25 and random strategies exist for the negatives ablation; `none` trains on in-batch negatives only."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -61,30 +63,50 @@ class MiningReport:
         return data
 
 
-def _select_from_ranking(
+def _select_from_rankings(
     ranked_ids: np.ndarray,
     ranked_scores: np.ndarray,
-    positive_id: int,
-    positive_score: float,
+    positive_ids: np.ndarray,
+    positive_scores: np.ndarray,
     settings: MiningSettings,
-) -> tuple[list[int], list[int], int, int]:
-    """Negatives from one query's ranking: (ids, ranks, filtered as false negatives, considered)."""
-    chosen, ranks, filtered, considered = [], [], 0, 0
-    rank = 0
-    for doc_id, score in zip(ranked_ids, ranked_scores):
-        if doc_id < 0 or doc_id == positive_id:
+) -> tuple[list[list[int]], list[list[int]], int, int]:
+    """Negatives from a chunk of rankings (rows best first), vectorized over the chunk.
+
+    A row's rank counts every candidate except the query's own positive; candidates from rank
+    range_min on are considered in order until num_negatives are kept, and a considered candidate
+    scoring above max_relative_score x the positive's score is dropped as a likely false negative.
+    Returns (ids per row, ranks per row, filtered, considered)."""
+    valid = (ranked_ids >= 0) & (ranked_ids != positive_ids[:, None])
+    rank = np.cumsum(valid, axis=1) - 1
+    in_window = valid & (rank >= settings.range_min)
+    threshold = np.where(positive_scores > 0, settings.max_relative_score * positive_scores, np.inf)
+    false_negative = in_window & (ranked_scores > threshold[:, None])
+    keep = in_window & ~false_negative
+    # Candidates after the k-th kept one are never looked at (as in a sequential scan).
+    kept_before = np.cumsum(keep, axis=1) - keep
+    looked_at = kept_before < settings.num_negatives
+    chosen = keep & looked_at
+    ids = [row_ids[row_mask].tolist() for row_ids, row_mask in zip(ranked_ids, chosen)]
+    ranks = [row_rank[row_mask].tolist() for row_rank, row_mask in zip(rank, chosen)]
+    return ids, ranks, int((false_negative & looked_at).sum()), int((in_window & looked_at).sum())
+
+
+def _exact_search_blocked(pool: np.ndarray, queries: np.ndarray, depth: int, block_rows: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-`depth` over a (possibly memory-mapped) pool, one block at a time:
+    no copy of the pool is made, so memory stays at the pool's own pages plus one block's results."""
+    best_scores = best_ids = None
+    for start in range(0, len(pool), block_rows):
+        block = np.ascontiguousarray(pool[start : start + block_rows])
+        scores, ids = faiss.knn(queries, block, min(depth, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        ids = np.where(ids >= 0, ids + start, -1)
+        if best_scores is None:
+            best_scores, best_ids = scores, ids
             continue
-        if rank >= settings.range_min:
-            considered += 1
-            if positive_score > 0 and score > settings.max_relative_score * positive_score:
-                filtered += 1
-            else:
-                chosen.append(int(doc_id))
-                ranks.append(rank)
-                if len(chosen) == settings.num_negatives:
-                    break
-        rank += 1
-    return chosen, ranks, filtered, considered
+        scores = np.concatenate([best_scores, scores], axis=1)
+        ids = np.concatenate([best_ids, ids], axis=1)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+    return best_scores, best_ids
 
 
 def _bm25_scores_factory(pool_texts: list[str], k1: float = 1.2, b: float = 0.75):
@@ -119,13 +141,15 @@ def mine_negatives(
     encode_pool=None,
     work_dir: Path | None = None,
     use_gpu: bool = False,
+    corpus: list[str] | None = None,
 ) -> tuple[list[list[str]], list[list[int]], MiningReport]:
-    """Negatives for each (query, positive). The pool is the set of distinct positives.
+    """Negatives for each (query, positive). The pool is the distinct positives plus `corpus`.
 
     `encode_queries(texts) -> np.ndarray` and `encode_pool(texts, out) -> np.ndarray` are needed for
-    the dense strategy; they return L2-normalized float32 rows."""
+    the dense strategy; they return L2-normalized float32 rows (`encode_pool` writes into `out`, a
+    memory-mapped file under `work_dir` when one is given)."""
     settings.validate()
-    pool_texts = list(dict.fromkeys(positives))
+    pool_texts = list(dict.fromkeys(positives + list(corpus or [])))
     pool_index = {text: i for i, text in enumerate(pool_texts)}
     positive_ids = np.array([pool_index[p] for p in positives])
     rng = np.random.default_rng(settings.seed)
@@ -140,43 +164,43 @@ def mine_negatives(
             settings.strategy, n, len(pool_texts), 0, None, 0, 0, 0
         )
 
+    depth = min(len(pool_texts), settings.range_max + 1)  # +1: the positive itself is usually ranked
     if settings.strategy == "dense":
         if encode_queries is None or encode_pool is None:
             raise ValueError("dense mining needs an encoder")
         out = None
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
-            probe = encode_queries(pool_texts[:1])
-            out = np.lib.format.open_memmap(work_dir / "pool_embeddings.npy", mode="w+", dtype=np.float32, shape=(len(pool_texts), probe.shape[1]))
+            dimension = encode_queries(pool_texts[:1]).shape[1]
+            out = np.lib.format.open_memmap(work_dir / "pool_embeddings.npy", mode="w+", dtype=np.float32, shape=(len(pool_texts), dimension))
         pool_embeddings = encode_pool(pool_texts, out)
-        index = build_flat_index(pool_embeddings, use_gpu=use_gpu)
-        depth = min(len(pool_texts), settings.range_max + 1)
+        gpu_index = build_flat_index(pool_embeddings, use_gpu=True) if use_gpu else None
         for start in tqdm(range(0, n, settings.query_chunk_size), desc="search pool", leave=False):
             stop = min(n, start + settings.query_chunk_size)
             query_embeddings = encode_queries(queries[start:stop])
-            scores, ids = index.search(query_embeddings, depth)
-            positive_scores = np.einsum("ij,ij->i", query_embeddings, pool_embeddings[positive_ids[start:stop]])
-            for offset in range(stop - start):
-                i = start + offset
-                chosen, ranks, f, c = _select_from_ranking(ids[offset], scores[offset], positive_ids[i], float(positive_scores[offset]), settings)
-                negatives_ids[i], negatives_ranks[i] = chosen, ranks
-                filtered += f
-                considered += c
+            if gpu_index is not None:
+                scores, ids = gpu_index.search(query_embeddings, depth)
+            else:
+                scores, ids = _exact_search_blocked(pool_embeddings, query_embeddings, depth)
+            chunk_positive_ids = positive_ids[start:stop]
+            positive_scores = np.einsum("ij,ij->i", query_embeddings, pool_embeddings[chunk_positive_ids])
+            ids_chunk, ranks_chunk, f, c = _select_from_rankings(ids, scores, chunk_positive_ids, positive_scores, settings)
+            negatives_ids[start:stop], negatives_ranks[start:stop] = ids_chunk, ranks_chunk
+            filtered += f
+            considered += c
     elif settings.strategy == "bm25":
         score = _bm25_scores_factory(pool_texts)
-        depth = min(len(pool_texts), settings.range_max + 1)
         for start in tqdm(range(0, n, settings.query_chunk_size), desc="bm25 search", leave=False):
             stop = min(n, start + settings.query_chunk_size)
             scores = score(queries[start:stop])
             top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < scores.shape[1] else np.tile(np.arange(scores.shape[1]), (stop - start, 1))
-            for offset in range(stop - start):
-                i = start + offset
-                order = top[offset][np.argsort(-scores[offset, top[offset]], kind="stable")]
-                positive_score = float(scores[offset, positive_ids[i]])
-                chosen, ranks, f, c = _select_from_ranking(order, scores[offset, order], positive_ids[i], positive_score, settings)
-                negatives_ids[i], negatives_ranks[i] = chosen, ranks
-                filtered += f
-                considered += c
+            order = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+            chunk_positive_ids = positive_ids[start:stop]
+            positive_scores = scores[np.arange(stop - start), chunk_positive_ids]
+            ids_chunk, ranks_chunk, f, c = _select_from_rankings(order, np.take_along_axis(scores, order, 1), chunk_positive_ids, positive_scores, settings)
+            negatives_ids[start:stop], negatives_ranks[start:stop] = ids_chunk, ranks_chunk
+            filtered += f
+            considered += c
 
     padded = 0
     for i in range(n):  # random strategy, and padding where a window ran short (tiny pools)

@@ -62,3 +62,26 @@ def test_random_bm25_and_none(tmp_path):
 def test_invalid_window_is_rejected():
     with pytest.raises(ValueError, match="rank window"):
         MiningSettings(range_min=10, range_max=5).validate()
+
+
+def test_blocked_search_equals_exact_flat_search():
+    from retrofit_pipeline.indexing import build_flat_index
+    from retrofit_pipeline.mining import _exact_search_blocked
+
+    rng = np.random.default_rng(0)
+    pool = _unit(rng.normal(size=(1000, 16)))
+    queries = _unit(rng.normal(size=(37, 16)))
+    expected_scores, expected_ids = build_flat_index(pool).search(queries, 25)
+    scores, ids = _exact_search_blocked(pool, queries, 25, block_rows=128)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+    assert (ids == expected_ids).mean() > 0.99  # ties may swap places
+
+
+def test_extra_corpus_joins_the_pool(tmp_path):
+    queries, positives = ["the query"] * 2, ["positive", "far"]
+    negatives, _, report = mine_negatives(queries, positives, MiningSettings(num_negatives=1, range_max=5, max_relative_score=0.95),
+                                          encode_queries=encode, encode_pool=encode, corpus=["close", "mid", "positive"])
+    assert report.pool_size == 4  # distinct positives + corpus, deduplicated
+    assert negatives[0] == ["close"]
+    # Every candidate scores above 0.95 x the weak positive "far": filtered, then padded at random.
+    assert report.queries_padded_with_random == 1 and negatives[1][0] != "far"
