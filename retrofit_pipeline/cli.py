@@ -34,11 +34,16 @@ def run(config_path: str | None, scales: list[str] | None, device: str) -> int:
     scales = scales or [config.default_scale or next(iter(config.data_scales))]
     if scales == ["all"]:
         scales = list(config.data_scales)
+    try:
+        sizes = {scale: config.pairs_for_scale(scale) for scale in scales}
+    except ValueError as error:
+        print(f"retrofit run: {error}", file=sys.stderr)
+        return 2
     instance = _instance()
     resources = {"settings": defs.resources["settings"].model_copy(update={"device": device})} if device != "auto" else None
     runs = [("prepare_job", None)] + [("retrofit_job", scale) for scale in scales] + [("report_job", None)]
     for job_name, scale in runs:
-        label = f"data scale {scale} ({config.data_scales[scale]} pairs)" if scale else "shared assets"
+        label = f"data scale {scale} ({sizes[scale]} pairs)" if scale else "shared assets"
         print(f"== {job_name}, experiment {config.name!r}, {label}", flush=True)
         result = defs.resolve_job_def(job_name).execute_in_process(
             partition_key=scale, instance=instance, raise_on_error=False, resources=resources)

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .mining import MiningSettings
+from .schema import DataValidationError
 from .training import TrainingSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +58,13 @@ class PipelineConfig:
     def experiment_dir(self) -> Path:
         return self.artifacts_dir / self.name
 
+    def pairs_for_scale(self, key: str) -> int:
+        """The number of training pairs of a data-scale partition key."""
+        if key not in self.data_scales:
+            raise DataValidationError(str(self.source_file), "-", "data_scales",
+                                      f"partition key {key!r} is not defined; known keys: {', '.join(self.data_scales)}")
+        return self.data_scales[key]
+
 
 def _merge(base: dict, override: dict) -> dict:
     merged = dict(base)
@@ -84,6 +92,12 @@ def _build(cls, values: dict, section: str):
     return cls(**values)
 
 
+def _check_local_model_path(spec: str, config_path: Path) -> None:
+    """A base_model that looks like a path must exist: fail at load time, before any work is done."""
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+        raise DataValidationError(str(config_path), "-", "base_model", f"model path {spec!r} does not exist or is not a directory")
+
+
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PRESET)
     raw = _read_preset(path)
@@ -107,6 +121,8 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     values["source_file"] = path.resolve()
     config = _build(PipelineConfig, values, "top level")
     config.negatives.validate()
+    config.training.validate()
+    _check_local_model_path(config.base_model, path)
     if config.default_scale is not None and config.default_scale not in config.data_scales:
         raise ValueError(f"default_scale {config.default_scale!r} is not one of data_scales {list(config.data_scales)}")
     return config

@@ -151,3 +151,24 @@ def validate_evaluation_set(evaluation: EvaluationSet, source: str) -> Evaluatio
         if query_id not in positive_queries:
             raise DataValidationError(f"{source} (queries)", row, "query_id", f"query {query_id!r} has no positive passage in qrels")
     return EvaluationSet(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def validate_training_rows(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The trainer's input: query, positive and a list of negatives per row. A negative that is the
+    row's own positive would teach the model to push the answer away, so it is an error."""
+    _require_columns(frame, ["query", "positive", "negatives"], source)
+    if frame.empty:
+        raise DataValidationError(source, "-", "query", "the table has no rows")
+    frame = frame.reset_index(drop=True).copy()
+    frame["query"] = [_check_text(v, source, r, "query") for r, v in enumerate(frame["query"])]
+    frame["positive"] = [_check_text(v, source, r, "positive") for r, v in enumerate(frame["positive"])]
+    negatives = []
+    for row, (positive, values) in enumerate(zip(frame["positive"], frame["negatives"])):
+        if values is None or isinstance(values, str) or not hasattr(values, "__iter__"):
+            raise DataValidationError(source, row, "negatives", f"expected a list of texts, got {type(values).__name__}")
+        values = [_check_text(v, source, row, "negatives") for v in values]
+        if positive in values:
+            raise DataValidationError(source, row, "negatives", "a negative is the row's own positive passage")
+        negatives.append(values)
+    frame["negatives"] = negatives
+    return frame

@@ -5,6 +5,17 @@ batch; the loss is cross-entropy with temperature over cosine similarities. A ca
 equals the query's own positive (the same English line paired with several languages, say) is
 masked out instead of being punished as a negative.
 
+Large batches: with `mini_batch_size` set, a step uses gradient caching (GradCache, Gao et al.
+2021): all embeddings are computed without a graph, the loss's gradient with respect to them is
+taken once, then each mini-batch is re-encoded with a graph (same dropout, replayed RNG) and
+back-propagated. Memory then depends on the mini-batch, not the batch, and the gradient is the
+full batch's.
+
+Several processes (launched by torchrun; see distributed_training.py): every rank encodes its
+share of each global batch, passages are all-gathered (with their gradients) so every query still
+sees the whole global batch as negatives, and gradients are averaged — the same update as one
+process with the global batch.
+
 Resumable: every `save_every_steps` the weights, optimizer, scheduler and RNG states are written
 (atomically) to `work_dir/resume`; a rerun with the same settings continues from there and ends
 where an uninterrupted run would."""
@@ -41,15 +52,28 @@ class TrainingSettings:
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     precision: str = "bf16"  # used on CUDA only
+    mini_batch_size: int | None = None  # gradient caching: encode at most this many texts with a graph at once
     gradient_checkpointing: str = "auto"  # auto = on when training on a GPU
     device: str = "auto"
     max_steps: int | None = None
     save_every_steps: int = 50
     seed: int = 13
     trust_remote_code: bool = False
+    launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes)
+    nproc_per_node: int = 1  # torchrun processes (GPUs) per node
+
+    def validate(self) -> None:
+        if self.launcher not in ("local", "torchrun"):
+            raise ValueError(f"config field training.launcher: unknown launcher {self.launcher!r}; choose local or torchrun")
+        if self.batch_size < 1 or (self.mini_batch_size is not None and self.mini_batch_size < 1):
+            raise ValueError("config fields training.batch_size and training.mini_batch_size must be >= 1")
+        if self.nproc_per_node < 1 or self.batch_size % self.nproc_per_node:
+            raise ValueError(f"config field training.batch_size ({self.batch_size}) must be a multiple of nproc_per_node ({self.nproc_per_node})")
 
     def fingerprint(self, base_model: str, data_fingerprint: str) -> str:
-        payload = json.dumps({"settings": asdict(self), "base": base_model, "data": data_fingerprint}, sort_keys=True)
+        # Settings that change how, not what, is computed do not invalidate a resume point.
+        recipe = {k: v for k, v in asdict(self).items() if k not in ("device", "launcher", "save_every_steps")}
+        payload = json.dumps({"settings": recipe, "base": base_model, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -61,6 +85,7 @@ class TrainingResult:
     seconds: float
     samples_per_second: float
     device: str
+    world_size: int = 1
 
     def summary(self) -> dict:
         head = float(np.mean(self.losses[: max(1, len(self.losses) // 10)])) if self.losses else None
@@ -68,7 +93,7 @@ class TrainingResult:
         return {
             "steps": self.steps, "resumed_from_step": self.resumed_from_step,
             "first_loss": head, "last_loss": tail, "seconds": round(self.seconds, 1),
-            "samples_per_second": round(self.samples_per_second, 2), "device": self.device,
+            "samples_per_second": round(self.samples_per_second, 2), "device": self.device, "world_size": self.world_size,
         }
 
 
@@ -88,23 +113,146 @@ def info_nce_loss(
     passage_embeddings: torch.Tensor,
     temperature: float,
     false_negative_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Row i's positive is passage i; every other passage is a negative unless masked."""
+    """Query i's positive is passage labels[i] (default: passage i); every other passage is a
+    negative unless masked."""
     scores = query_embeddings @ passage_embeddings.T / temperature
     if false_negative_mask is not None:
         scores = scores.masked_fill(false_negative_mask, torch.finfo(scores.dtype).min)
-    labels = torch.arange(query_embeddings.shape[0], device=scores.device)
+    if labels is None:
+        labels = torch.arange(query_embeddings.shape[0], device=scores.device)
     return torch.nn.functional.cross_entropy(scores, labels)
 
 
-def _duplicate_positive_mask(positives: list[str], passages: list[str]) -> torch.Tensor:
-    """True where passage j (j != i) has exactly the text of query i's positive."""
+def _duplicate_positive_mask(positives: list[str], passages: list[str], labels: list[int] | None = None) -> torch.Tensor:
+    """True where passage j (other than query i's own positive) has exactly the text of query i's positive."""
+    labels = list(range(len(positives))) if labels is None else labels
     ids: dict[str, int] = {}
     positive_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in positives])
     passage_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in passages])
     mask = positive_ids[:, None] == passage_ids[None, :]
-    mask[torch.arange(len(positives)), torch.arange(len(positives))] = False
+    mask[torch.arange(len(positives)), torch.tensor(labels)] = False
     return mask
+
+
+@dataclass
+class Distributed:
+    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: str) -> "Distributed":
+        import os
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenation over ranks; gradients flow back to each rank's own rows (summed over ranks)."""
+        if self.world_size == 1:
+            return tensor
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(tensor))
+
+    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)  # one collective for the whole model
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    def mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor) / self.world_size
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def _rng_state(device: str) -> tuple:
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.startswith("cuda") else None)
+
+
+def _restore_rng_state(state: tuple, device: str) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _embed(model, texts: list[str], max_length: int, device: str, precision: str) -> torch.Tensor:
+    with autocast_for(device, precision):
+        return embed_batch(model, tokenize(model, texts, max_length))
+
+
+def contrastive_backward(
+    model,
+    queries: list[str],
+    passages: list[str],
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainingSettings,
+    device: str,
+    world: Distributed = Distributed(),
+) -> torch.Tensor:
+    """Loss of one step (this rank's queries against every rank's passages), gradients accumulated
+    into the model. With mini_batch_size set and exceeded, by gradient caching."""
+    chunk = settings.mini_batch_size
+    if chunk is None or max(len(queries), len(passages)) <= chunk:
+        q = _embed(model, queries, settings.max_query_length, device, settings.precision)
+        p = _embed(model, passages, settings.max_passage_length, device, settings.precision)
+        loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
+        loss.backward()
+        return loss.detach()
+
+    parts = [(queries[i : i + chunk], settings.max_query_length) for i in range(0, len(queries), chunk)]
+    parts += [(passages[i : i + chunk], settings.max_passage_length) for i in range(0, len(passages), chunk)]
+    states, cached = [], []
+    with torch.no_grad():  # pass 1: embeddings only, remembering each chunk's RNG state (dropout)
+        for texts, max_length in parts:
+            states.append(_rng_state(device))
+            cached.append(_embed(model, texts, max_length, device, settings.precision))
+    after = _rng_state(device)
+    n_query_parts = -(-len(queries) // chunk)
+    q = torch.cat(cached[:n_query_parts]).requires_grad_()
+    p = torch.cat(cached[n_query_parts:]).requires_grad_()
+    loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
+    loss.backward()  # gradients with respect to the embeddings (p's summed over ranks)
+    grads = list(q.grad.split(chunk)) + list(p.grad.split(chunk))
+    for (texts, max_length), state, grad in zip(parts, states, grads):  # pass 2: replay with a graph
+        _restore_rng_state(state, device)
+        embeddings = _embed(model, texts, max_length, device, settings.precision)
+        torch.dot(embeddings.flatten(), grad.flatten()).backward()
+    _restore_rng_state(after, device)
+    return loss.detach()
 
 
 def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -131,6 +279,28 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, query_prefix: str, passage_prefix: str, queries):
+    """This rank's share of a global batch: its query texts, its passage texts, and for its queries
+    the label and false-negative mask over the passages gathered from every rank (rank order)."""
+    share = len(index) // world.world_size
+    shards = [index[r * share : (r + 1) * share] for r in range(world.world_size)]
+    gathered, labels, offset = [], [], 0
+    for rank, shard in enumerate(shards):
+        shard_passages = [positives[i] for i in shard] + [n for i in shard for n in negatives[i]]
+        if rank == world.rank:
+            labels = list(range(offset, offset + len(shard)))
+            local_passages = shard_passages
+        gathered.extend(shard_passages)
+        offset += len(shard_passages)
+    mine = shards[world.rank]
+    mask = _duplicate_positive_mask([positives[i] for i in mine], gathered, labels)
+    return (
+        [query_prefix + queries[i] for i in mine],
+        [passage_prefix + t for t in local_passages],
+        mask, torch.tensor(labels),
+    )
+
+
 def train_encoder(
     base_model: str,
     data: pd.DataFrame,
@@ -140,21 +310,39 @@ def train_encoder(
     model_card: Callable[[TrainingResult], str] | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainingResult:
-    """Trains and writes a sentence-transformers checkpoint (safetensors) to `output_dir`."""
+    """Trains and writes a sentence-transformers checkpoint (safetensors) to `output_dir`.
+
+    Under torchrun every rank calls this with the same arguments; rank 0 writes the files."""
+    settings.validate()
     if len(data) < settings.batch_size:
         raise ValueError(f"training data has {len(data)} rows, fewer than one batch ({settings.batch_size})")
-    _set_seed(settings.seed)
     device = resolve_device(settings.device)
+    world = Distributed.from_environment(device)
+    if world.world_size > 1:
+        if settings.batch_size % world.world_size:
+            raise ValueError(f"batch_size {settings.batch_size} must be a multiple of the {world.world_size} processes")
+        if device.startswith("cuda"):
+            device = f"cuda:{world.local_rank}"
+            torch.cuda.set_device(device)
+    _set_seed(settings.seed)
     model = load_encoder(
         base_model, device=device, max_length=settings.max_passage_length, trust_remote_code=settings.trust_remote_code,
         query_prefix=settings.query_prefix, passage_prefix=settings.passage_prefix,
     )
     if settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device.startswith("cuda")):
         model[0].auto_model.gradient_checkpointing_enable()
+    if world.world_size > 1:
+        torch.manual_seed(settings.seed + world.rank)  # ranks draw different dropout masks
     batches = _batches(len(data), settings.batch_size, settings.seed, settings.epochs)
     total_steps = len(batches) if settings.max_steps is None else min(len(batches), settings.max_steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = _linear_schedule(optimizer, int(total_steps * settings.warmup_ratio), total_steps)
+
+    queries = data["query"].tolist()
+    positives = data["positive"].tolist()
+    negatives = data["negatives"].tolist() if "negatives" in data else [[] for _ in queries]
+    if world.world_size > 1 and len({len(n) for n in negatives}) > 1:
+        raise ValueError("multi-process training needs the same number of negatives in every row (column 'negatives')")
 
     fingerprint = settings.fingerprint(base_model, data_fingerprint(data))
     resume_dir = Path(work_dir) / "resume"
@@ -162,69 +350,73 @@ def train_encoder(
     state_file = resume_dir / "trainer_state.pt"
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
-        if state["fingerprint"] == fingerprint:
+        if state["fingerprint"] == fingerprint and len(state.get("rng", [])) == world.world_size:
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(resume_dir / "model.safetensors", device=device))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
+            _restore_rng_state(state["rng"][world.rank], device)
             start_step, losses = int(state["step"]), list(state["losses"])
 
     def save_resume_point(step: int) -> None:
         from safetensors.torch import save_file
 
-        with atomic_directory(resume_dir) as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-            torch.save({
-                "fingerprint": fingerprint, "step": step, "losses": losses,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            }, tmp / "trainer_state.pt")
+        rng_states = [None] * world.world_size
+        if world.world_size > 1:
+            import torch.distributed as dist
 
-    queries = data["query"].tolist()
-    positives = data["positive"].tolist()
-    negatives = data["negatives"].tolist() if "negatives" in data else [[] for _ in queries]
+            dist.all_gather_object(rng_states, _rng_state(device))
+        else:
+            rng_states = [_rng_state(device)]
+        if world.is_main:
+            with atomic_directory(resume_dir) as tmp:
+                save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+                torch.save({
+                    "fingerprint": fingerprint, "step": step, "losses": losses,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states,
+                }, tmp / "trainer_state.pt")
+        world.barrier()
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
     model.train()
     started = time.perf_counter()
     samples = 0
-    progress = tqdm(range(start_step, total_steps), desc="train", initial=start_step, total=total_steps, leave=False)
+    progress = tqdm(range(start_step, total_steps), desc="train", initial=start_step, total=total_steps, leave=False,
+                    disable=not world.is_main)
     for step in progress:
-        index = batches[step]
-        batch_positives = [positives[i] for i in index]
-        batch_passages = batch_positives + [n for i in index for n in negatives[i]]
-        with autocast_for(device, settings.precision):
-            q = embed_batch(model, tokenize(model, [settings.query_prefix + queries[i] for i in index], settings.max_query_length))
-            p = embed_batch(model, tokenize(model, [settings.passage_prefix + t for t in batch_passages], settings.max_passage_length))
-        mask = _duplicate_positive_mask(batch_positives, batch_passages).to(q.device)
-        loss = info_nce_loss(q, p, settings.temperature, mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        batch_queries, batch_passages, mask, labels = _local_batch(
+            batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries)
+        loss = contrastive_backward(model, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world)
+        world.average_gradients(parameters)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        samples += len(index)
+        losses.append(world.mean(float(loss)))
+        samples += len(batches[step])
         progress.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
-        if on_progress is not None:
+        if on_progress is not None and world.is_main:
             on_progress(done, total_steps, losses[-1])
         if done % settings.save_every_steps == 0 and done < total_steps:
             save_resume_point(done)
     seconds = time.perf_counter() - started
     result = TrainingResult(
         steps=total_steps, resumed_from_step=start_step, losses=losses, seconds=seconds,
-        samples_per_second=samples / seconds if seconds > 0 else 0.0, device=device,
+        samples_per_second=samples / seconds if seconds > 0 else 0.0, device=device, world_size=world.world_size,
     )
     model.eval()
-    with atomic_directory(Path(output_dir)) as tmp:
-        model.save(str(tmp), safe_serialization=True)
-        (tmp / "training_log.json").write_text(json.dumps({"losses": losses, **result.summary()}, indent=2))
-        if model_card is not None:
-            (tmp / "README.md").write_text(model_card(result), encoding="utf-8")
-    # The finished checkpoint supersedes the resume point.
-    if resume_dir.exists():
-        import shutil
+    if world.is_main:
+        with atomic_directory(Path(output_dir)) as tmp:
+            model.save(str(tmp), safe_serialization=True)
+            (tmp / "training_log.json").write_text(json.dumps({"losses": losses, **result.summary()}, indent=2))
+            if model_card is not None:
+                (tmp / "README.md").write_text(model_card(result), encoding="utf-8")
+        # The finished checkpoint supersedes the resume point.
+        if resume_dir.exists():
+            import shutil
 
-        shutil.rmtree(resume_dir)
+            shutil.rmtree(resume_dir)
+    world.barrier()
     return result

@@ -3,6 +3,7 @@ evaluation set. `load_raw_sources` combines them as the config lists them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,15 +14,52 @@ from . import huggingface
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
 
 
+def _field_holding_bad_bytes(line: bytes) -> str:
+    """Which JSON field of an undecodable line holds the bad bytes (decoded leniently to find it)."""
+    try:
+        record = json.loads(line.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return "-"
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if "\ufffd" in str(value):
+                return str(key)
+    return "-"
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line; an undecodable, unparsable or blank line is an error naming its row
+    (0-based, the row number validation uses too) rather than a line silently lost."""
+    records = []
+    with open(path, "rb") as handle:
+        for row, line in enumerate(handle):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataValidationError(str(path), row, _field_holding_bad_bytes(line),
+                                          f"not valid UTF-8 (byte {line[error.start]:#04x} at offset {error.start})") from error
+            if not text.strip():
+                raise DataValidationError(str(path), row, "-", "blank line (one JSON object per line expected)")
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataValidationError(str(path), row, "-", f"not valid JSON ({error.msg} at column {error.colno})") from error
+            if not isinstance(record, dict):
+                raise DataValidationError(str(path), row, "-", f"expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def read_local_pairs(path: Path) -> pd.DataFrame:
     """A standard-schema file (jsonl or parquet), e.g. dropped into the incoming directory."""
     path = Path(path)
-    try:
-        frame = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
-    except UnicodeDecodeError as error:
-        raise DataValidationError(str(path), "?", "-", f"not valid UTF-8 ({error})") from error
-    except ValueError as error:
-        raise DataValidationError(str(path), "?", "-", f"cannot be parsed ({error})") from error
+    if path.suffix == ".jsonl":
+        frame = read_jsonl(path)
+    else:
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            raise DataValidationError(str(path), "-", "-", f"not a readable parquet file ({error})") from error
     return validate_pairs(frame, str(path))
 
 

@@ -13,6 +13,7 @@ Kinds:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,12 +31,41 @@ def _load(spec: dict, label: str):
         kwargs["data_files"] = spec["data_files"]
     if spec.get("revision"):
         kwargs["revision"] = spec["revision"]
-    return load_dataset(spec["path"], spec.get("name"), **kwargs)
+    _reject_empty_local_files(spec, label)
+    try:
+        return load_dataset(spec["path"], spec.get("name"), **kwargs)
+    except Exception as error:  # datasets wraps the reader's error; the innermost one says what is wrong
+        cause = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise DataValidationError(label, "-", "-", f"datasets.load_dataset could not read it: {type(cause).__name__}: {cause}") from error
+
+
+def _reject_empty_local_files(spec: dict, label: str) -> None:
+    """datasets fails on an empty local file with an unrelated message (a batch size of 0, a
+    StopIteration); say what is wrong instead."""
+    files = spec.get("data_files")
+    files = [files] if isinstance(files, str) else files if isinstance(files, list) else []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue
+        if spec.get("path") == "parquet":
+            import pyarrow.parquet as pq
+
+            empty = pq.ParquetFile(path).metadata.num_rows == 0
+        else:
+            with open(path, "rb") as handle:
+                empty = not any(line.strip() for line in handle)
+        if empty:
+            raise DataValidationError(label, "-", "-", f"{path} is empty: the file has no rows")
 
 
 def _describe(spec: dict) -> str:
+    """The source's configured name, if any, and where it is read from."""
     files = spec.get("data_files")
-    return f"{spec.get('path')}" + (f"[{spec['name']}]" if spec.get("name") else "") + (f" ({files})" if files else "")
+    where = f"{spec.get('path')}" + (f"[{spec['name']}]" if spec.get("name") else "") + (f" ({files})" if files else "")
+    return f"{spec['source']}: {where}" if spec.get("source") else where
 
 
 def _field(row: dict, name: str, label: str, index: int) -> Any:
@@ -115,12 +145,12 @@ def load_hf_parallel(spec: dict) -> pd.DataFrame:
 def load_hf_retrieval(spec: dict) -> EvaluationSet:
     """corpus (docid, title, text) + queries (query_id, query) + qrels (query_id, docid, relevance)."""
     language = spec["language"]
-    corpus = _load(spec["corpus"], "corpus").to_pandas()
-    queries = _load(spec["queries"], "queries").to_pandas()
-    qrels = _load(spec["qrels"], "qrels").to_pandas()
+    label = f"{_describe(spec['corpus'])} [{language}]"
+    corpus = _load(spec["corpus"], f"{label} (corpus)").to_pandas()
+    queries = _load(spec["queries"], f"{_describe(spec['queries'])} [{language}] (queries)").to_pandas()
+    qrels = _load(spec["qrels"], f"{_describe(spec['qrels'])} [{language}] (qrels)").to_pandas()
     fields = {"doc_id": "docid", "title": "title", "text": "text", "query_id": "query_id", "query": "query", "relevance": "relevance"}
     fields.update(spec.get("fields", {}))
-    label = f"{_describe(spec['corpus'])} [{language}]"
     for frame, needed, part in ((corpus, ("doc_id", "text"), "corpus"), (queries, ("query_id", "query"), "queries"), (qrels, ("query_id", "doc_id", "relevance"), "qrels")):
         for key in needed:
             if fields[key] not in frame.columns:

@@ -1,27 +1,32 @@
 """encoder_checkpoint: contrastive fine-tuning of the base encoder on the mined data."""
 
-import json
-from dataclasses import asdict
+import sys
 
-import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 
+from ...distributed_training import checkpoint_metadata, read_training_data
 from ...model_card import render_model_card
-from ...reporting import loss_curve_png, png_markdown
 from ...training import train_encoder
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from .negatives import hard_negatives
 
+_METADATA_TYPES = {"md": MetadataValue.md, "json": MetadataValue.json, "path": MetadataValue.path}
+
 
 @asset(group_name="training", kinds={"pytorch", "huggingface"}, partitions_def=data_scale_partitions, deps=[hard_negatives])
 def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
-    """InfoNCE over in-batch + hard negatives; bf16 and gradient checkpointing on GPU; saved as a
-    sentence-transformers checkpoint (safetensors) with a model card. Resumes from its last saved step."""
+    """InfoNCE over in-batch + hard negatives; bf16 and gradient checkpointing on GPU; gradient
+    caching for batches larger than memory; saved as a sentence-transformers checkpoint
+    (safetensors) with a model card. Resumes from its last saved step. With
+    `training.launcher: torchrun` it runs as a torchrun job (nproc_per_node processes) through Dagster Pipes."""
     config, paths = settings.pipeline(), settings.paths()
     scale = context.partition_key
-    data = pd.read_parquet(paths.negatives(scale))
-    data["negatives"] = data["negatives"].map(list)
+    config.training.validate()
+    if config.training.launcher == "torchrun":
+        return _train_with_torchrun(context, settings, scale)
+
+    data = read_training_data(paths, scale)
     log_every = max(1, len(data) // config.training.batch_size // 20)
 
     def on_progress(step: int, total: int, loss: float) -> None:
@@ -33,13 +38,21 @@ def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSetting
         model_card=lambda r: render_model_card(config, scale, data, r, scores=None),
         on_progress=on_progress,
     )
-    summary = result.summary()
     if result.resumed_from_step:
         context.log.info(f"resumed from step {result.resumed_from_step}")
+    metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)))
     return MaterializeResult(metadata={
-        **{k: v for k, v in summary.items() if v is not None},
-        "training_rows": len(data),
-        "loss_curve": MetadataValue.md(png_markdown(loss_curve_png(result.losses), "training loss")),
-        "settings": MetadataValue.json(json.loads(json.dumps(asdict(config.training)))),
-        "path": MetadataValue.path(str(paths.checkpoint(scale))),
+        key: _METADATA_TYPES[value["type"]](value["raw_value"]) if isinstance(value, dict) else value
+        for key, value in metadata.items()
     })
+
+
+def _train_with_torchrun(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
+    config = settings.pipeline()
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.training.nproc_per_node}",
+        "-m", "retrofit_pipeline.distributed_training",
+        "--config", str(config.source_file), "--scale", scale, "--device", settings.device,
+    ]
+    context.log.info(f"launching {' '.join(command)}")
+    return PipesSubprocessClient().run(command=command, context=context).get_materialize_result()

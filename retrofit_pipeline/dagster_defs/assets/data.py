@@ -68,7 +68,7 @@ def training_mixture(context: AssetExecutionContext, settings: RetrofitSettings)
     scale = context.partition_key
     pool = pd.read_parquet(paths.raw_pairs)
     cleaned, report = clean_pool(pool, read_evaluation(settings), config.mixture.near_duplicate_threshold, config.mixture.seed)
-    size = config.data_scales[scale]
+    size = config.pairs_for_scale(scale)
     if size > len(cleaned):
         context.log.warning(f"scale {scale} asks for {size} pairs but only {len(cleaned)} remain after cleaning; using all")
     mixture = sample_mixture(cleaned, size, config.mixture.policy, config.mixture.seed)

@@ -1,0 +1,80 @@
+"""The training step as its own program, for torchrun: `torchrun --nproc_per_node N -m
+retrofit_pipeline.distributed_training --config preset.yaml --scale 2k`.
+
+The encoder_checkpoint asset starts it through Dagster Pipes when the preset says
+`training.launcher: torchrun`; rank 0 then streams progress to the Dagster run and reports the
+materialization's metadata. It also runs by hand (no Dagster), e.g. on a cluster node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import pandas as pd
+
+from .config import load_config
+from .model_card import render_model_card
+from .paths import ArtifactPaths
+from .reporting import loss_curve_png, png_markdown
+from .schema import validate_training_rows
+from .training import TrainingResult, train_encoder
+
+
+def checkpoint_metadata(config, data: pd.DataFrame, result: TrainingResult, path: str) -> dict:
+    """The encoder_checkpoint asset's metadata, in Dagster Pipes' form ({"raw_value", "type"})."""
+    summary = {k: v for k, v in result.summary().items() if v is not None}
+    return {
+        **summary,
+        "training_rows": len(data),
+        "loss_curve": {"raw_value": png_markdown(loss_curve_png(result.losses), "training loss"), "type": "md"},
+        "settings": {"raw_value": json.loads(json.dumps(asdict(config.training))), "type": "json"},
+        "path": {"raw_value": path, "type": "path"},
+    }
+
+
+def read_training_data(paths: ArtifactPaths, scale: str) -> pd.DataFrame:
+    source = paths.negatives(scale)
+    return validate_training_rows(pd.read_parquet(source), str(source))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--scale", required=True)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    import os
+
+    config = load_config(args.config)
+    config.training.device = args.device
+    paths = ArtifactPaths(config.experiment_dir)
+    data = read_training_data(paths, args.scale)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    reports_to_dagster = is_main and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ  # launched by the asset
+    with (open_dagster_pipes() if reports_to_dagster else nullcontext()) as pipes:
+        log_every = max(1, len(data) // config.training.batch_size // 20)
+
+        def on_progress(step: int, total: int, loss: float) -> None:
+            if pipes is not None and (step % log_every == 0 or step == total):
+                pipes.log.info(f"step {step}/{total} loss {loss:.4f}")
+
+        result = train_encoder(
+            config.base_model, data, config.training, paths.checkpoint(args.scale), paths.training_work(args.scale),
+            model_card=lambda r: render_model_card(config, args.scale, data, r, scores=None), on_progress=on_progress,
+        )
+        if pipes is not None:
+            if result.resumed_from_step:
+                pipes.log.info(f"resumed from step {result.resumed_from_step}")
+            pipes.report_asset_materialization(metadata=checkpoint_metadata(config, data, result, str(paths.checkpoint(args.scale))))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

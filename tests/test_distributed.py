@@ -1,0 +1,107 @@
+"""Large batches and several processes: gradient caching gives the full batch's gradient, and a
+torchrun job (2 processes, gloo, CPU) launched by the encoder_checkpoint asset through Dagster
+Pipes trains the same weights as one process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from dagster import AssetKey, DagsterInstance, materialize
+from safetensors.torch import load_file
+from transformers import BertModel
+
+from retrofit_pipeline.config import load_config
+from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
+from retrofit_pipeline.definitions import defs
+from retrofit_pipeline.encoder import load_encoder
+from retrofit_pipeline.paths import ArtifactPaths
+from retrofit_pipeline.training import TrainingSettings, _duplicate_positive_mask, contrastive_backward
+from synthetic import training_pairs
+
+
+@pytest.fixture(scope="module")
+def deterministic_encoder(tmp_path_factory):
+    """The tiny encoder without dropout: runs that split a batch differently can then agree exactly."""
+    source = Path(os.environ["RETROFIT_CONFIG"]).parent / "tiny-encoder"
+    target = tmp_path_factory.mktemp("no-dropout") / "encoder"
+    model = BertModel.from_pretrained(source, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.save_pretrained(target, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).exists():
+            (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+def _gradients(model_dir, settings):
+    data = training_pairs(24).assign(negatives=lambda f: [[p] for p in f["positive"].iloc[::-1]])
+    model = load_encoder(str(model_dir), device="cpu")
+    model.train()
+    positives = data["positive"].tolist()
+    passages = positives + [n[0] for n in data["negatives"]]
+    mask = _duplicate_positive_mask(positives, passages)
+    loss = contrastive_backward(model, ["query: " + q for q in data["query"]], ["passage: " + p for p in passages],
+                                mask, torch.arange(len(data)), settings, "cpu")
+    return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_caching_equals_the_full_batch_gradient(deterministic_encoder):
+    settings = TrainingSettings(max_query_length=32, max_passage_length=48, device="cpu")
+    full_loss, full = _gradients(deterministic_encoder, settings)
+    settings.mini_batch_size = 5  # 24 queries and 48 passages in chunks of at most 5 texts
+    cached_loss, cached = _gradients(deterministic_encoder, settings)
+    assert torch.allclose(full_loss, cached_loss, atol=1e-6)
+    assert full.keys() == cached.keys()
+    for name in full:
+        assert torch.allclose(full[name], cached[name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.fixture(scope="module")
+def torchrun_preset(deterministic_encoder, tmp_path_factory):
+    base = Path(os.environ["RETROFIT_CONFIG"])
+    preset = tmp_path_factory.mktemp("torchrun") / "tiny_torchrun.yaml"
+    preset.write_text(yaml.safe_dump({
+        "extends": str(base), "name": "tiny-torchrun", "base_model": str(deterministic_encoder),
+        "training": {"launcher": "torchrun", "nproc_per_node": 2, "epochs": 1, "save_every_steps": 3},
+    }))
+    return preset
+
+
+def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_preset):
+    instance = DagsterInstance.ephemeral()
+    settings = RetrofitSettings(config_path=str(torchrun_preset), device="cpu")
+    everything = list(defs.assets) + list(defs.asset_checks)
+    for selection, partition in ((["raw_corpora", "evaluation_set"], None), (["training_mixture", "hard_negatives"], "small"),
+                                 (["encoder_checkpoint"], "small")):
+        result = materialize(everything, selection=selection, partition_key=partition, instance=instance, resources={"settings": settings})
+        assert result.success
+    event = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("encoder_checkpoint")][-1]
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert metadata["world_size"] == 2 and metadata["device"] == "cpu" and metadata["steps"] >= 5
+    assert "data:image/png;base64" in metadata["loss_curve"]
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any("step" in m and "loss" in m for m in logs)  # rank 0's progress reached the Dagster run
+
+    checkpoint = ArtifactPaths(load_config(torchrun_preset).experiment_dir).checkpoint("small")
+    two_processes = load_file(checkpoint / "model.safetensors")
+    two_processes_losses = json.loads((checkpoint / "training_log.json").read_text())["losses"]
+    # The same program, one process, the whole global batch on it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+    subprocess.run([sys.executable, "-m", "retrofit_pipeline.distributed_training", "--config", str(torchrun_preset),
+                    "--scale", "small", "--device", "cpu"], check=True, env=env)
+    one_process = load_file(checkpoint / "model.safetensors")
+    one_process_losses = json.loads((checkpoint / "training_log.json").read_text())["losses"]
+    assert len(one_process_losses) == len(two_processes_losses) >= 5
+    assert max(abs(a - b) for a, b in zip(one_process_losses, two_processes_losses)) < 1e-5
+    assert one_process_losses[-1] < one_process_losses[0]
+    # Adam divides by the gradient's own scale, so float-noise differences in tiny gradients grow
+    # to a fraction of one step (lr 1e-3); a wrong label or mask would differ by whole steps.
+    base = load_file(Path(load_config(torchrun_preset).base_model) / "model.safetensors")
+    assert two_processes.keys() == one_process.keys() == base.keys()
+    for name in one_process:
+        assert torch.allclose(two_processes[name], one_process[name], atol=3e-4), name
+    assert any(not torch.allclose(base[k], one_process[k], atol=1e-4) for k in base)  # it did train
