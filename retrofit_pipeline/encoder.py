@@ -8,6 +8,7 @@ remote code runs only when the configuration turns it on."""
 from __future__ import annotations
 
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -93,18 +94,28 @@ def encode_texts(
     description: str = "encode",
 ) -> np.ndarray:
     """Normalized float32 embeddings, in input order. Texts are batched by length so that padding
-    wastes little work; `out` may be a memory-mapped array for pools larger than RAM."""
+    wastes little work, and the next batch is tokenized on a second thread while the model runs
+    the current one; `out` may be a memory-mapped array for pools larger than RAM."""
     was_training = model.training
     model.eval()
     dim = model.get_embedding_dimension()
     result = out if out is not None else np.zeros((len(texts), dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
+    batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     device = str(model.device)
-    with autocast_for(device, precision):
-        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False, mininterval=2):
-            index = order[start : start + batch_size]
-            features = tokenize(model, [prefix + texts[i] for i in index], max_length)
-            result[index] = embed_batch(model, features).cpu().numpy()
+
+    def tokenized(index: np.ndarray) -> dict[str, torch.Tensor]:
+        return tokenize(model, [prefix + texts[i] for i in index], max_length)
+
+    with autocast_for(device, precision), ThreadPoolExecutor(max_workers=1) as tokenizer_thread:
+        upcoming = tokenizer_thread.submit(tokenized, batches[0]) if batches else None
+        for number, index in enumerate(tqdm(batches, desc=description, leave=False, mininterval=2)):
+            features = upcoming.result()
+            if number + 1 < len(batches):
+                upcoming = tokenizer_thread.submit(tokenized, batches[number + 1])
+            embeddings = embed_batch(model, features).cpu().numpy()
+            rows = np.argsort(index)  # ascending row order: sequential writes into a memory-mapped file
+            result[index[rows]] = embeddings[rows]
     if was_training:
         model.train()
     return result

@@ -109,6 +109,21 @@ def _exact_search_blocked(pool: np.ndarray, queries: np.ndarray, depth: int, blo
     return best_scores, best_ids
 
 
+def _random_pool_ids(rng: np.random.Generator, pool_size: int, excluded: set[int], count: int) -> list[int]:
+    """`count` distinct pool ids outside `excluded`, uniformly drawn in O(count) (not O(pool))."""
+    count = min(count, pool_size - len(excluded))
+    chosen: list[int] = []
+    seen = set(excluded)
+    while len(chosen) < count:
+        for candidate in rng.integers(0, pool_size, size=2 * (count - len(chosen)) + 4).tolist():
+            if candidate not in seen:
+                seen.add(candidate)
+                chosen.append(candidate)
+                if len(chosen) == count:
+                    break
+    return chosen
+
+
 def _bm25_scores_factory(pool_texts: list[str], k1: float = 1.2, b: float = 0.75):
     """BM25 over character 1-3-grams within word boundaries: works for scripts without spaces."""
     from sklearn.feature_extraction.text import CountVectorizer
@@ -209,10 +224,9 @@ def mine_negatives(
             continue
         if settings.strategy != "random":
             padded += 1
-        excluded = set(negatives_ids[i]) | {int(positive_ids[i])}
-        candidates = [c for c in rng.permutation(len(pool_texts))[: missing + len(excluded) + 8] if c not in excluded]
-        negatives_ids[i].extend(int(c) for c in candidates[:missing])
-        negatives_ranks[i].extend([-1] * len(candidates[:missing]))
+        drawn = _random_pool_ids(rng, len(pool_texts), set(negatives_ids[i]) | {int(positive_ids[i])}, missing)
+        negatives_ids[i].extend(drawn)
+        negatives_ranks[i].extend([-1] * len(drawn))
 
     real_ranks = [r for ranks in negatives_ranks for r in ranks if r >= 0]
     report = MiningReport(
