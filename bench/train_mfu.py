@@ -1,0 +1,113 @@
+"""Training-step throughput and MFU (model FLOPs utilisation) of a ~300M-class encoder shape.
+
+The model is xlm-roberta-base's architecture (12 layers, hidden 768, vocabulary 250,002:
+~278M parameters) with random weights, so it runs offline; throughput does not depend on the
+weights. Each step is the pipeline's own training step (retrofit_pipeline.training.
+training_step: InfoNCE, clipping, fused AdamW) on `--batch-size` queries, their positives and `--negatives` hard
+negatives per query, every text padded/truncated to `--seq-len` tokens, bf16 autocast and
+gradient checkpointing on CUDA (the pipeline's GPU defaults).
+
+MFU = model FLOPs per second / the device's peak dense bf16 FLOPs, with the usual convention
+(PaLM, appendix B): 6 x non-embedding parameters + 12 x layers x hidden x seq_len FLOPs per
+training token; recomputation for gradient checkpointing is not counted as useful work.
+
+    .venv/bin/python bench/train_mfu.py --device cuda [--batch-size 64 --negatives 7 --seq-len 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1}
+
+
+def build_xlmr_base_shape(directory: Path, texts: list[str], layers: int, hidden: int) -> Path:
+    """A random-init XLM-R-shaped model with a WordPiece tokenizer (xlm-r's own needs a download)."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from retrofit_pipeline.tiny_model import build_tiny_encoder
+
+    build_tiny_encoder(texts, directory)  # writes the tokenizer (and a tiny BERT we overwrite)
+    config = XLMRobertaConfig(vocab_size=250_002, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
+                              intermediate_size=4 * hidden, max_position_embeddings=514, pad_token_id=0)
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--negatives", type=int, default=7)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--mini-batch-size", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak dense bf16 TFLOPs (known GPUs are detected)")
+    args = parser.parse_args()
+
+    from retrofit_pipeline.encoder import load_encoder, resolve_device
+    from retrofit_pipeline.training import TrainingSettings, _duplicate_positive_mask, make_optimizer, training_step
+
+    device = resolve_device(args.device)
+    words = "retrieval encoder passage query multilingual language model training negative index".split()
+    # Long enough for --seq-len tokens; every text differs so no candidate is masked as a duplicate.
+    texts = [" ".join(words[(i + j) % len(words)] + str(i % 97) for j in range(args.seq_len)) for i in range(args.batch_size * (2 + args.negatives))]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_xlmr_base_shape(Path(tmp) / "xlmr-base-shape", texts, args.layers, args.hidden)
+        model = load_encoder(str(model_dir), device=device, max_length=args.seq_len, query_prefix="", passage_prefix="")
+    if device.startswith("cuda"):
+        model[0].auto_model.gradient_checkpointing_enable()
+    model.train()
+    settings = TrainingSettings(batch_size=args.batch_size, max_query_length=args.seq_len, max_passage_length=args.seq_len,
+                                query_prefix="", passage_prefix="", mini_batch_size=args.mini_batch_size, device=device,
+                                learning_rate=1e-5)
+    optimizer = make_optimizer(model, settings)
+    queries = texts[: args.batch_size]
+    passages = texts[args.batch_size :]
+    mask = _duplicate_positive_mask(passages[: args.batch_size], passages).to(device)
+    labels = torch.arange(args.batch_size, device=device)
+    times = []
+    for _ in range(args.warmup + args.steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        training_step(model, optimizer, queries, passages, mask, labels, settings, device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    step_seconds = sum(times[args.warmup :]) / args.steps
+    tokens_per_step = len(texts) * args.seq_len
+    backbone = model[0].auto_model
+    embedding_params = sum(p.numel() for p in backbone.embeddings.parameters())
+    total_params = sum(p.numel() for p in backbone.parameters())
+    flops_per_token = 6 * (total_params - embedding_params) + 12 * args.layers * args.hidden * args.seq_len
+    achieved_tflops = flops_per_token * tokens_per_step / step_seconds / 1e12
+    peak = args.peak_tflops
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    if peak is None:
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    print(json.dumps({
+        "benchmark": "training step of an xlm-roberta-base-shaped encoder",
+        "device": name, "torch": torch.__version__,
+        "parameters": total_params, "non_embedding_parameters": total_params - embedding_params,
+        "batch_size": args.batch_size, "negatives_per_query": args.negatives, "seq_len": args.seq_len,
+        "texts_per_step": len(texts), "gradient_checkpointing": device.startswith("cuda"), "precision": "bf16" if device.startswith("cuda") else "fp32",
+        "samples_per_second": round(args.batch_size / step_seconds, 2),
+        "tokens_per_second": round(tokens_per_step / step_seconds),
+        "model_tflops_per_second": round(achieved_tflops, 2),
+        "mfu": round(achieved_tflops / peak, 4) if peak else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
