@@ -42,7 +42,11 @@ def test_a_pickled_checkpoint_is_refused_unopened(tiny_encoder, tmp_path):
 CUSTOM_CODE = """
 from pathlib import Path
 Path({marker!r}).write_text("remote code ran")
-from transformers import BertModel as CustomModel
+from transformers import BertModel
+
+
+class CustomModel(BertModel):  # a class of its own: transformers marks the loaded class for auto-class saving
+    pass
 """
 
 
