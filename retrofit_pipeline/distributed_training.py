@@ -34,6 +34,17 @@ def checkpoint_metadata(config, data: pd.DataFrame, result: TrainingResult, path
     }
 
 
+def progress_logger(log_info, rows: int, batch_size: int):
+    """An on_progress callback for train_encoder that logs about 20 times per run."""
+    every = max(1, rows // batch_size // 20)
+
+    def on_progress(step: int, total: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            log_info(f"step {step}/{total} loss {loss:.4f}")
+
+    return on_progress
+
+
 def read_training_data(paths: ArtifactPaths, scale: str) -> pd.DataFrame:
     source = paths.negatives(scale)
     return validate_training_rows(pd.read_parquet(source), str(source))
@@ -56,12 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reports_to_dagster = is_main and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ  # launched by the asset
     with (open_dagster_pipes() if reports_to_dagster else nullcontext()) as pipes:
-        log_every = max(1, len(data) // config.training.batch_size // 20)
-
-        def on_progress(step: int, total: int, loss: float) -> None:
-            if pipes is not None and (step % log_every == 0 or step == total):
-                pipes.log.info(f"step {step}/{total} loss {loss:.4f}")
-
+        on_progress = progress_logger(pipes.log.info, len(data), config.training.batch_size) if pipes is not None else None
         result = train_encoder(
             config.base_model, data, config.training, paths.checkpoint(args.scale), paths.training_work(args.scale),
             model_card=lambda r: render_model_card(config, args.scale, data, r, scores=None), on_progress=on_progress,

@@ -4,7 +4,7 @@ import sys
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 
-from ...distributed_training import checkpoint_metadata, read_training_data
+from ...distributed_training import checkpoint_metadata, progress_logger, read_training_data
 from ...model_card import render_model_card
 from ...training import train_encoder
 from ..partitions import data_scale_partitions
@@ -22,21 +22,14 @@ def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSetting
     `training.launcher: torchrun` it runs as a torchrun job (nproc_per_node processes) through Dagster Pipes."""
     config, paths = settings.pipeline(), settings.paths()
     scale = context.partition_key
-    config.training.validate()
     if config.training.launcher == "torchrun":
         return _train_with_torchrun(context, settings, scale)
 
     data = read_training_data(paths, scale)
-    log_every = max(1, len(data) // config.training.batch_size // 20)
-
-    def on_progress(step: int, total: int, loss: float) -> None:
-        if step % log_every == 0 or step == total:
-            context.log.info(f"step {step}/{total} loss {loss:.4f}")
-
     result = train_encoder(
         config.base_model, data, config.training, paths.checkpoint(scale), paths.training_work(scale),
         model_card=lambda r: render_model_card(config, scale, data, r, scores=None),
-        on_progress=on_progress,
+        on_progress=progress_logger(context.log.info, len(data), config.training.batch_size),
     )
     if result.resumed_from_step:
         context.log.info(f"resumed from step {result.resumed_from_step}")
