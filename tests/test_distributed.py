@@ -66,7 +66,7 @@ def torchrun_preset(deterministic_encoder, tmp_path_factory):
     preset = tmp_path_factory.mktemp("torchrun") / "tiny_torchrun.yaml"
     preset.write_text(yaml.safe_dump({
         "extends": str(base), "name": "tiny-torchrun", "base_model": str(deterministic_encoder),
-        "training": {"launcher": "torchrun", "nproc_per_node": 2, "epochs": 1, "save_every_steps": 3},
+        "training": {"launcher": "torchrun", "nproc_per_node": 2, "epochs": 3, "save_every_steps": 3},
     }))
     return preset
 
@@ -97,7 +97,8 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     one_process_losses = json.loads((checkpoint / "training_log.json").read_text())["losses"]
     assert len(one_process_losses) == len(two_processes_losses) >= 5
     assert max(abs(a - b) for a, b in zip(one_process_losses, two_processes_losses)) < 1e-5
-    assert one_process_losses[-1] < one_process_losses[0]
+    # Per-batch losses are noisy; three passes over the same rows must fit them.
+    assert sum(one_process_losses[-3:]) < sum(one_process_losses[:3])
     # Adam divides by the gradient's own scale, so float-noise differences in tiny gradients grow
     # to a fraction of one step (lr 1e-3); a wrong label or mask would differ by whole steps.
     base = load_file(Path(load_config(torchrun_preset).base_model) / "model.safetensors")
