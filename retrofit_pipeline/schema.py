@@ -1,21 +1,27 @@
 """The standard tables every source is turned into, and their validation.
 
-Training pairs: one row per (query, positive passage) with its language, task type and source.
-Evaluation sets: BEIR/MTEB-style corpus, queries and qrels, per language.
+Training pairs: one row per (query, positive passage) with its language, task type, domain and
+source. `query_id` names the query: rows that share it are the same query with different
+positives (MIRACL-style data has one row per positive), so none of them is a negative of another.
+`domain` (man pages, encyclopedia, UI strings, ...) is what leave-one-domain-out evaluation holds
+out. Both are derived when a source does not set them (query_id from the query's normalized text,
+domain from the source name).
+Evaluation sets: BEIR/MTEB-style corpus, queries and qrels, per language and domain.
 Validation never drops rows silently: the first bad row stops the run with an error that names
 the source, the row and the field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 
 import pandas as pd
 
-PAIR_COLUMNS = ["pair_id", "query", "positive", "language", "passage_language", "task_type", "source"]
-CORPUS_COLUMNS = ["doc_id", "language", "text"]
-QUERY_COLUMNS = ["query_id", "language", "text"]
+PAIR_COLUMNS = ["pair_id", "query_id", "query", "positive", "language", "passage_language", "task_type", "domain", "source"]
+CORPUS_COLUMNS = ["doc_id", "language", "domain", "text"]
+QUERY_COLUMNS = ["query_id", "language", "domain", "text"]
 QREL_COLUMNS = ["query_id", "doc_id", "score"]
 
 # The task families of the paper's mixture (retrieval, QA, bitext, ...). A source labels every row.
@@ -25,7 +31,8 @@ TASK_TYPES = frozenset(
         "inverse_cloze",  # sentence -> the paragraph it was cut from
         "bitext",  # sentence -> its translation
         "cross_lingual_retrieval",  # query in one language -> passage in another
-        "question_answering",  # natural question -> answer passage (NQ, MIRACL, Mr. TyDi, mMARCO)
+        "question_answering",  # natural question -> answer passage (NQ, MIRACL, Mr. TyDi, mMARCO, FAQs)
+        "title_retrieval",  # a title or section heading -> the passage under it
     }
 )
 
@@ -63,6 +70,10 @@ class EvaluationSet:
     def languages(self) -> list[str]:
         return sorted(self.queries["language"].unique())
 
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.queries["domain"].unique())
+
 
 def normalize_language(code: object, source: str, row: int | str, field: str = "language") -> str:
     if not isinstance(code, str) or not code.strip():
@@ -98,15 +109,28 @@ def _check_unique(frame: pd.DataFrame, column: str, source: str) -> None:
         raise DataValidationError(source, row, column, f"duplicate id {frame[column].iloc[row]!r}")
 
 
+def derived_query_id(language: str, query: str) -> str:
+    """The query identity of a row whose source gives none: equal normalized texts are one query."""
+    from .dedup import normalize_text
+
+    return "q:" + hashlib.sha1(f"{language}\x1f{normalize_text(query)}".encode("utf-8")).hexdigest()[:16]
+
+
 def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Checks a training-pair table and returns it NFC-normalized with canonical language codes."""
+    """Checks a training-pair table and returns it NFC-normalized with canonical language codes
+    (passage_language, domain and query_id are derived where a source leaves them out)."""
     if "passage_language" not in frame.columns and "language" in frame.columns:
         frame = frame.assign(passage_language=frame["language"])
-    _require_columns(frame, PAIR_COLUMNS, source)
+    if "domain" not in frame.columns and "source" in frame.columns:
+        frame = frame.assign(domain=frame["source"])
+    _require_columns(frame, [c for c in PAIR_COLUMNS if c != "query_id"], source)
     if frame.empty:
         raise DataValidationError(source, "-", "query", "the table has no rows")
-    frame = frame[PAIR_COLUMNS].reset_index(drop=True).copy()
-    for column in ("pair_id", "task_type", "source"):
+    frame = frame.reset_index(drop=True).copy()
+    if "query_id" not in frame.columns:
+        frame["query_id"] = None
+    frame = frame[PAIR_COLUMNS]
+    for column in ("pair_id", "task_type", "domain", "source"):
         for row, value in enumerate(frame[column]):
             if not isinstance(value, str) or not value.strip():
                 raise DataValidationError(source, row, column, f"missing value (got {value!r})")
@@ -120,12 +144,21 @@ def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     for row, value in enumerate(frame["task_type"]):
         if value not in TASK_TYPES:
             raise DataValidationError(source, row, "task_type", f"unknown task type {value!r}; known: {sorted(TASK_TYPES)}")
+    frame["query_id"] = [
+        value if isinstance(value, str) and value.strip() else derived_query_id(language, query)
+        for value, language, query in zip(frame["query_id"], frame["language"], frame["query"])
+    ]
     return frame
 
 
 def validate_evaluation_set(evaluation: EvaluationSet, source: str) -> EvaluationSet:
-    """Checks ids, texts and languages, and that every query has a positive that exists in the corpus."""
+    """Checks ids, texts and languages, and that every query has a positive that exists in the corpus.
+    A set without a domain column gets the source's label as its domain."""
     corpus, queries, qrels = evaluation.corpus, evaluation.queries, evaluation.qrels
+    if "domain" not in corpus.columns:
+        corpus = corpus.assign(domain=source)
+    if "domain" not in queries.columns:
+        queries = queries.assign(domain=source)
     _require_columns(corpus, CORPUS_COLUMNS, f"{source} (corpus)")
     _require_columns(queries, QUERY_COLUMNS, f"{source} (queries)")
     _require_columns(qrels, QREL_COLUMNS, f"{source} (qrels)")
@@ -140,6 +173,9 @@ def validate_evaluation_set(evaluation: EvaluationSet, source: str) -> Evaluatio
         _check_unique(frame, id_column, label)
         frame["text"] = [_check_text(v, label, r, "text") for r, v in enumerate(frame["text"])]
         frame["language"] = [normalize_language(v, label, r) for r, v in enumerate(frame["language"])]
+        for row, value in enumerate(frame["domain"]):
+            if not isinstance(value, str) or not value.strip():
+                raise DataValidationError(label, row, "domain", f"missing value (got {value!r})")
     qrels["query_id"] = qrels["query_id"].astype(str)
     qrels["doc_id"] = qrels["doc_id"].astype(str)
     known_docs = set(corpus["doc_id"])

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from retrofit_pipeline.schema import DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
+from retrofit_pipeline.schema import PAIR_COLUMNS, DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
 
 
 def _pairs(**overrides):
@@ -39,7 +39,9 @@ def test_bad_pairs_name_source_row_and_field(label, frame, row, field):
 def test_valid_pairs_are_normalized():
     frame = validate_pairs(_pairs(language="RU"), "unit")
     assert frame["language"].tolist() == ["de", "ru"]
-    assert list(frame.columns)[:3] == ["pair_id", "query", "positive"]
+    assert list(frame.columns) == PAIR_COLUMNS
+    assert frame["domain"].tolist() == frame["source"].tolist()  # derived when a source names none
+    assert frame["query_id"].str.startswith("q:").all()
 
 
 def _evaluation(**changes):

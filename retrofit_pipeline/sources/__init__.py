@@ -70,6 +70,17 @@ def incoming_files(directory: Path | None) -> list[Path]:
 
 
 def load_source(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, EvaluationSet | None, dict]:
+    """One configured source's pairs, its held-out evaluation split (if it has one) and statistics.
+    A `domain:` in the spec relabels the source's rows and evaluation data."""
+    pairs, evaluation, stats = _load_source_kind(spec, cache_dir)
+    if spec.get("domain"):
+        pairs = pairs.assign(domain=spec["domain"])
+        if evaluation is not None:
+            evaluation = EvaluationSet(evaluation.corpus.assign(domain=spec["domain"]), evaluation.queries.assign(domain=spec["domain"]), evaluation.qrels)
+    return pairs, evaluation, stats
+
+
+def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, EvaluationSet | None, dict]:
     kind = spec.get("kind")
     if kind == "debian_manpages":
         from .debian_manpages import DEFAULT_PACKAGES, build_manpage_corpus, fetch_packages

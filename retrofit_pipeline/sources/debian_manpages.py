@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +26,10 @@ from tqdm.auto import tqdm
 
 from ..schema import EvaluationSet, validate_evaluation_set, validate_pairs
 from .groff import ParsedManPage, parse_man, read_page
+from .registry import fetch_debian_packages
 
 SOURCE_NAME = "debian-manpages"
+DOMAIN = "manpages"  # software reference manuals
 
 # man directory -> ISO 639-1 code. zh_TW is left out: it is a script conversion of zh_CN.
 MAN_DIRECTORIES = {
@@ -64,35 +63,8 @@ class ManPage:
 
 
 def fetch_packages(packages: list[str], destination: Path) -> Path:
-    """Downloads the .deb files with apt-get and unpacks them under `destination` (no root needed
-    for the unpacking; `apt-get download` needs the package lists, i.e. `apt-get update` once)."""
-    destination = Path(destination)
-    marker = destination / ".complete"
-    wanted = "\n".join(sorted(packages))
-    if marker.exists() and marker.read_text() == wanted:
-        return destination / "usr" / "share" / "man"
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise RuntimeError(
-            "The default corpus is built from Debian packages, but apt-get/dpkg-deb are not on PATH. "
-            "Either run on Debian/Ubuntu, or set raw_sources to point at unpacked man pages (man_root) "
-            "or at Hugging Face datasets (see assets/presets/)."
-        )
-    with tempfile.TemporaryDirectory() as download_dir:
-        result = subprocess.run(["apt-get", "download", *packages], cwd=download_dir, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"apt-get download {' '.join(packages)} failed:\n{result.stderr.strip()}\n"
-                "Run `apt-get update` once (scripts/setup.sh does) and try again."
-            )
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=destination.parent))
-        for deb in sorted(Path(download_dir).glob("*.deb")):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    marker.write_text(wanted)
-    return destination / "usr" / "share" / "man"
+    """The packages' man pages, downloaded and unpacked once (see registry.fetch_debian_packages)."""
+    return fetch_debian_packages(packages, destination) / "usr" / "share" / "man"
 
 
 def _page_files(man_root: Path, directory: str) -> list[Path]:
@@ -181,7 +153,7 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
             "pair_id": f"{task}:{page.language}:{page.key}:{index}",
             "query": query, "positive": _truncate(positive),
             "language": query_language, "passage_language": page.language,
-            "task_type": task, "source": SOURCE_NAME,
+            "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME,
         })
 
     for page in pages:
@@ -198,7 +170,7 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
                     "pair_id": f"bitext:{page.language}:{page.key}:0",
                     "query": page.summary, "positive": source_page.summary,
                     "language": page.language, "passage_language": "en",
-                    "task_type": "bitext", "source": SOURCE_NAME,
+                    "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME,
                 })
             if page.paragraphs:
                 add("cross_lingual_retrieval", page, source_page.summary, page.paragraphs[0], "en")
@@ -218,8 +190,8 @@ def build_evaluation_set(pages: list[ManPage]) -> EvaluationSet:
             continue
         seen_docs.add((page.language, passage))
         doc_id = f"{page.language}:{page.key}"
-        corpus_rows.append({"doc_id": doc_id, "language": page.language, "text": passage})
-        query_rows.append({"query_id": f"q:{doc_id}", "language": page.language, "text": page.summary})
+        corpus_rows.append({"doc_id": doc_id, "language": page.language, "domain": DOMAIN, "text": passage})
+        query_rows.append({"query_id": f"q:{doc_id}", "language": page.language, "domain": DOMAIN, "text": page.summary})
         qrel_rows.append({"query_id": f"q:{doc_id}", "doc_id": doc_id, "score": 1})
     return EvaluationSet(pd.DataFrame(corpus_rows), pd.DataFrame(query_rows), pd.DataFrame(qrel_rows))
 

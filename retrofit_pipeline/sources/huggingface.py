@@ -158,9 +158,11 @@ def load_hf_retrieval(spec: dict) -> EvaluationSet:
     titles = corpus[fields["title"]].fillna("") if fields["title"] in corpus.columns else ""
     corpus_text = (titles + " " + corpus[fields["text"]].fillna("")).str.strip() if isinstance(titles, pd.Series) else corpus[fields["text"]]
     prefix = f"{language}:"
+    domain = spec.get("domain", spec.get("source", "evaluation"))
     evaluation = EvaluationSet(
-        corpus=pd.DataFrame({"doc_id": prefix + corpus[fields["doc_id"]].astype(str), "language": language, "text": corpus_text}),
-        queries=pd.DataFrame({"query_id": prefix + queries[fields["query_id"]].astype(str), "language": language, "text": queries[fields["query"]]}),
+        corpus=pd.DataFrame({"doc_id": prefix + corpus[fields["doc_id"]].astype(str), "language": language, "domain": domain, "text": corpus_text}),
+        queries=pd.DataFrame({"query_id": prefix + queries[fields["query_id"]].astype(str), "language": language, "domain": domain,
+                              "text": queries[fields["query"]]}),
         qrels=pd.DataFrame({
             "query_id": prefix + qrels[fields["query_id"]].astype(str),
             "doc_id": prefix + qrels[fields["doc_id"]].astype(str),
