@@ -89,7 +89,7 @@ def run_ours(args, queries, positives, corpus, work_dir: Path) -> list[list[str]
 
     model = load_encoder(args.model, device="cpu", max_length=args.max_length)
     settings = MiningSettings(strategy="dense", num_negatives=args.k, range_min=args.range_min, range_max=args.range_max,
-                              max_relative_score=1.0 - args.relative_margin, query_chunk_size=args.query_chunk)
+                              relative_margin=args.relative_margin, query_chunk_size=args.query_chunk)
     negatives, ranks, _ = mine_negatives(
         queries, positives, settings,
         encode_queries=lambda texts: encode_texts(model, texts, batch_size=args.batch_size, max_length=args.max_length, precision="fp32"),
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--range-min", type=int, default=0, help="see 'Rank windows' above before changing it")
     parser.add_argument("--range-max", type=int, default=100)
-    parser.add_argument("--relative-margin", type=float, default=0.05, help="ours: max_relative_score = 1 - margin")
+    parser.add_argument("--relative-margin", type=float, default=0.05, help="both tools: drop candidates above positive - margin x |positive|")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--query-chunk", type=int, default=1024)

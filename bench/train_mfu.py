@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from retrofit_pipeline.encoder import load_encoder, resolve_device
-    from retrofit_pipeline.training import TrainingSettings, _duplicate_positive_mask, make_optimizer, training_step
+    from retrofit_pipeline.training import TrainingSettings, false_negative_mask, make_optimizer, training_step
 
     device = resolve_device(args.device)
     words = "retrieval encoder passage query multilingual language model training negative index".split()
@@ -73,7 +73,7 @@ def main() -> None:
     optimizer = make_optimizer(model, settings)
     queries = texts[: args.batch_size]
     passages = texts[args.batch_size :]
-    mask = _duplicate_positive_mask(passages[: args.batch_size], passages).to(device)
+    mask = false_negative_mask([[p] for p in passages[: args.batch_size]], passages).to(device)
     labels = torch.arange(args.batch_size, device=device)
     times = []
     for _ in range(args.warmup + args.steps):

@@ -56,7 +56,7 @@ def run_ours(args, rows: pd.DataFrame) -> dict:
     import torch
 
     from retrofit_pipeline.encoder import load_encoder, resolve_device
-    from retrofit_pipeline.training import TrainingSettings, _duplicate_positive_mask, make_optimizer, training_step
+    from retrofit_pipeline.training import TrainingSettings, false_negative_mask, make_optimizer, training_step
 
     device = resolve_device(args.device)
     settings = TrainingSettings(batch_size=args.batch_size, learning_rate=1e-5, weight_decay=0.0, temperature=0.05, max_query_length=args.max_length,
@@ -71,7 +71,7 @@ def run_ours(args, rows: pd.DataFrame) -> dict:
         positives = batch["positive"].tolist()
         passages = positives + [n for row in batch["negatives"] for n in row]
         started = time.perf_counter()  # from here on, what the peer's step does: batch, tokenize, step
-        mask = _duplicate_positive_mask(positives, passages).to(device)
+        mask = false_negative_mask([[p] for p in positives], passages).to(device)
         training_step(model, optimizer, batch["query"].tolist(), passages, mask, torch.arange(len(batch), device=device), settings, device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -33,6 +33,17 @@ class MixtureSettings:
 class EvaluationSettings:
     sources: list[dict] = field(default_factory=list)  # empty: use the held-out split of raw_sources
     languages: list[str] | None = None
+    # Domains kept out of training altogether and scored as out-of-domain (leave-one-domain-out):
+    # the retrofit must not fall below its base there (the forgetting check).
+    held_out_domains: list[str] = field(default_factory=list)
+    plateau_epsilon: float = 0.005  # the data-scale curve plateaus where doubling the data gains less than this
+    # Official mteb tasks by name (leaderboard-comparable; need the hub, a filled datasets cache or
+    # a local snapshot per task in mteb_dataset_overrides): see retrofit_pipeline/official_benchmarks.py.
+    mteb_tasks: list[str] = field(default_factory=list)
+    mteb_benchmark: str | None = None  # e.g. "MTEB(Multilingual, v2)", restricted to its retrieval tasks
+    mteb_languages: list[str] | None = None  # ISO 639-1
+    mteb_retrieval_only: bool = True
+    mteb_dataset_overrides: dict[str, str] = field(default_factory=dict)
     max_queries_per_language: int | None = 200
     batch_size: int = 64
 
@@ -118,6 +129,11 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         incoming = Path(os.path.expanduser(str(values["incoming_dir"])))
         values["incoming_dir"] = incoming if incoming.is_absolute() else REPO_ROOT / incoming
     values["data_scales"] = {str(k): int(v) for k, v in values["data_scales"].items()}
+    overrides = values["evaluation"].mteb_dataset_overrides
+    values["evaluation"].mteb_dataset_overrides = {
+        task: str(Path(folder).expanduser() if Path(folder).expanduser().is_absolute() else REPO_ROOT / folder)
+        for task, folder in overrides.items()
+    }
     values["source_file"] = path.resolve()
     config = _build(PipelineConfig, values, "top level")
     config.negatives.validate()

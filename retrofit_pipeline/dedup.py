@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import zlib
 from collections import defaultdict
 
 import numpy as np
 
 _PUNCTUATION_RE = re.compile(r"[\W_]+", re.UNICODE)
-_MERSENNE_PRIME = (1 << 61) - 1
+_MAX_UINT64 = np.iinfo(np.uint64).max
 
 
 def normalize_text(text: str) -> str:
@@ -21,30 +20,58 @@ def normalize_text(text: str) -> str:
     return _PUNCTUATION_RE.sub(" ", text).strip()
 
 
-def _shingles(text: str, n: int) -> np.ndarray:
-    normalized = normalize_text(text).replace(" ", "")
-    if len(normalized) <= n:
-        return np.array([zlib.crc32(normalized.encode("utf-8"))], dtype=np.uint64)
-    grams = {normalized[i : i + n] for i in range(len(normalized) - n + 1)}
-    return np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
-
-
 class MinHasher:
+    """MinHash signatures over character n-gram shingles, vectorized with numpy over many texts at
+    once: code points -> rolling n-gram hashes -> num_perm universal hashes -> per-text minimum."""
+
+    _SHINGLES_PER_BLOCK = 32_768  # bounds memory: one block holds shingles x num_perm uint64 values
+
     def __init__(self, num_perm: int = 64, shingle_size: int = 5, seed: int = 13):
         rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, _MERSENNE_PRIME, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, _MERSENNE_PRIME, size=num_perm, dtype=np.uint64)
+        self.a = rng.integers(1, _MAX_UINT64, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+        self.b = rng.integers(0, _MAX_UINT64, size=num_perm, dtype=np.uint64, endpoint=True)
         self.num_perm = num_perm
         self.shingle_size = shingle_size
 
-    def signature(self, text: str) -> np.ndarray:
-        shingles = _shingles(text, self.shingle_size)
-        # (a*x + b) mod p in uint64 wraps; that keeps it a fixed, well-mixed hash family, which is all MinHash needs.
-        hashed = (np.outer(shingles, self.a) + self.b) % _MERSENNE_PRIME
-        return hashed.min(axis=0)
+    def _shingle_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All texts' n-gram hashes, concatenated, and the number of shingles of each text. A text
+        shorter than n is padded with zeros to one shingle. Duplicate shingles within a text need
+        no removal: they cannot change a minimum."""
+        n = self.shingle_size
+        normalized = [normalize_text(t).replace(" ", "") for t in texts]
+        padded = [t + "\0" * (n - len(t)) if len(t) < n else t for t in normalized]
+        codepoints = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        hashes = np.zeros(max(0, len(codepoints) - n + 1), dtype=np.uint64)
+        for k in range(n):  # polynomial hash of each n-gram (uint64 arithmetic wraps, as intended)
+            hashes = hashes * np.uint64(1_000_003) + codepoints[k : len(codepoints) - n + 1 + k]
+        lengths = np.array([len(t) for t in padded], dtype=np.int64)
+        counts = lengths - n + 1
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        # Start offsets of every n-gram that lies inside one text.
+        positions = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        return hashes[positions], counts
 
     def signatures(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.signature(t) for t in texts]) if texts else np.zeros((0, self.num_perm), np.uint64)
+        if not texts:
+            return np.zeros((0, self.num_perm), np.uint64)
+        shingles, counts = self._shingle_hashes(texts)
+        result = np.empty((len(texts), self.num_perm), dtype=np.uint64)
+        ends = np.cumsum(counts)
+        text_start = 0
+        while text_start < len(texts):  # blocks of whole texts, about _SHINGLES_PER_BLOCK shingles each
+            first = 0 if text_start == 0 else ends[text_start - 1]
+            text_stop = max(text_start + 1, int(np.searchsorted(ends, first + self._SHINGLES_PER_BLOCK, side="right")))
+            block = shingles[first : ends[text_stop - 1]]
+            # a*x + b modulo 2**64 (uint64 wraps) with odd a: a multiply-add hash family whose high
+            # bits, which decide the minimum, are well mixed; no modulo, which costs 10x the multiply.
+            hashed = self.a[:, None] * block[None, :] + self.b[:, None]  # (num_perm, shingles): reduced along rows
+            offsets = np.concatenate([[0], np.cumsum(counts[text_start:text_stop])[:-1]])
+            result[text_start:text_stop] = np.minimum.reduceat(hashed, offsets, axis=1).T
+            text_start = text_stop
+        return result
+
+    def signature(self, text: str) -> np.ndarray:
+        return self.signatures([text])[0]
 
 
 def near_duplicate_groups(signatures: np.ndarray, threshold: float, bands: int = 16) -> list[int]:

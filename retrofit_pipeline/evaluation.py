@@ -1,11 +1,14 @@
 """Retrieval evaluation through mteb, on retrieval tasks built from local data.
 
-The held-out set becomes an mteb AbsTaskRetrieval with one subset per language, so the scores
-(nDCG@10, recall@100, ...) are computed by mteb's own evaluator and written in mteb's result
-format, which leaderboards and `mteb.load_results` read."""
+The held-out set becomes an mteb AbsTaskRetrieval with one subset per (domain, language), so the
+scores (nDCG@10, recall@100, ...) are computed by mteb's own evaluator and written in mteb's result
+format, which leaderboards and `mteb.load_results` read. mteb's saved predictions (each query's
+ranking) give the per-query nDCG@10 that the paired bootstrap intervals resample."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -28,13 +31,10 @@ MTEB_LANGUAGES = {
 REPORTED_METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "ndcg_at_1")
 
 
-def _task_class(name: str, languages: list[str]):
+def _task_class(name: str, subsets: dict[str, str]):
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.task_metadata import TaskMetadata
 
-    unknown = [lang for lang in languages if lang not in MTEB_LANGUAGES]
-    if unknown:
-        raise ValueError(f"no mteb language code known for {unknown}; add it to MTEB_LANGUAGES in {__file__}")
     metadata = TaskMetadata(
         name=name,
         description="Held-out retrieval set built by retrofit_pipeline from local data.",
@@ -44,7 +44,7 @@ def _task_class(name: str, languages: list[str]):
         category="t2t",
         modalities=["text"],
         eval_splits=["test"],
-        eval_langs={lang: [MTEB_LANGUAGES[lang]] for lang in languages},
+        eval_langs={subset: [MTEB_LANGUAGES[lang]] for subset, lang in subsets.items()},
         main_score="ndcg_at_10",
         date=None,
         domains=None,
@@ -64,22 +64,51 @@ def _task_class(name: str, languages: list[str]):
     return LocalRetrievalTask
 
 
-def build_mteb_task(evaluation: EvaluationSet, name: str = "RetrofitHeldOutRetrieval", max_queries_per_language: int | None = None, seed: int = 13):
-    """An mteb retrieval task whose data is `evaluation`, already loaded (nothing is downloaded)."""
-    languages = evaluation.languages
-    task = _task_class(name, languages)()
+def subset_name(domain: str, language: str) -> str:
+    return f"{domain}.{language}"
+
+
+def sample_queries(evaluation: EvaluationSet, max_queries_per_subset: int | None, seed: int = 13) -> EvaluationSet:
+    """At most `max_queries_per_subset` queries per (domain, language), drawn by seed; the corpus is
+    kept whole. Every model of an experiment is scored on exactly these queries."""
+    if not max_queries_per_subset:
+        return evaluation
+    chosen = [
+        group.sample(n=max_queries_per_subset, random_state=seed) if len(group) > max_queries_per_subset else group
+        for _, group in evaluation.queries.groupby(["domain", "language"], sort=True)
+    ]
+    queries = pd.concat(chosen).sort_index()
+    qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(set(queries["query_id"]))]
+    return EvaluationSet(evaluation.corpus, queries.reset_index(drop=True), qrels.reset_index(drop=True))
+
+
+def evaluation_fingerprint(evaluation: EvaluationSet) -> str:
+    """Identifies exactly what a model is scored on (queries, corpus, judgements): scores with the
+    same fingerprint are comparable, others are not."""
+    digest = hashlib.sha256()
+    for frame in (evaluation.queries, evaluation.corpus, evaluation.qrels):
+        digest.update(pd.util.hash_pandas_object(frame.sort_values(list(frame.columns)).reset_index(drop=True), index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_mteb_task(evaluation: EvaluationSet, name: str = "RetrofitHeldOutRetrieval"):
+    """An mteb retrieval task whose data is `evaluation`, already loaded (nothing is downloaded):
+    one subset per (domain, language), its corpus the documents of that domain and language."""
+    subsets = evaluation.queries[["domain", "language"]].drop_duplicates().sort_values(["domain", "language"])
+    unknown = sorted(set(subsets["language"]) - set(MTEB_LANGUAGES))
+    if unknown:
+        raise ValueError(f"no mteb language code known for {unknown}; add it to MTEB_LANGUAGES in {__file__}")
+    task = _task_class(name, {subset_name(d, lang): lang for d, lang in subsets.itertuples(index=False)})()
     relevant = evaluation.qrels.groupby("query_id")
     dataset = {}
-    for lang in languages:
-        queries = evaluation.queries[evaluation.queries["language"] == lang]
-        if max_queries_per_language and len(queries) > max_queries_per_language:
-            queries = queries.sample(n=max_queries_per_language, random_state=seed).sort_index()
-        corpus = evaluation.corpus[evaluation.corpus["language"] == lang]
+    for domain, lang in subsets.itertuples(index=False):
+        queries = evaluation.queries[(evaluation.queries["language"] == lang) & (evaluation.queries["domain"] == domain)]
+        corpus = evaluation.corpus[(evaluation.corpus["language"] == lang) & (evaluation.corpus["domain"] == domain)]
         qrels = {
             qid: {row.doc_id: int(row.score) for row in relevant.get_group(qid).itertuples()}
             for qid in queries["query_id"]
         }
-        dataset[lang] = {
+        dataset[subset_name(domain, lang)] = {
             "test": {
                 "corpus": Dataset.from_dict({"id": corpus["doc_id"].tolist(), "text": corpus["text"].tolist(), "title": [""] * len(corpus)}),
                 "queries": Dataset.from_dict({"id": queries["query_id"].tolist(), "text": queries["text"].tolist()}),
@@ -92,35 +121,60 @@ def build_mteb_task(evaluation: EvaluationSet, name: str = "RetrofitHeldOutRetri
     return task
 
 
-def evaluate_model(model, evaluation: EvaluationSet, results_dir: Path, batch_size: int = 64, max_queries_per_language: int | None = None) -> pd.DataFrame:
-    """Scores `model` (a SentenceTransformer) with mteb; writes mteb's result JSON under
-    `results_dir` (atomically) and returns one row per language with the reported metrics."""
+def evaluate_model(model, evaluation: EvaluationSet, results_dir: Path, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores `model` (a SentenceTransformer) with mteb on `evaluation` (already sampled). Writes
+    mteb's result JSON and its predictions under `results_dir` (atomically), and returns
+    (one row per domain and language with the reported metrics, one row per query with its nDCG@10)."""
     import mteb
     from mteb.cache import ResultCache
 
-    task = build_mteb_task(evaluation, max_queries_per_language=max_queries_per_language)
+    task = build_mteb_task(evaluation)
     logging.getLogger("mteb").setLevel(logging.WARNING)
     with atomic_directory(Path(results_dir)) as tmp:
         result = mteb.evaluate(
-            model, task, cache=ResultCache(cache_path=tmp), overwrite_strategy="always",
+            model, task, cache=ResultCache(cache_path=tmp), overwrite_strategy="always", prediction_folder=tmp / "predictions",
             encode_kwargs={"batch_size": batch_size}, show_progress_bar=False,
         )
+        predictions = json.loads((tmp / "predictions" / task.prediction_file_name).read_text(encoding="utf-8"))
+    domain_of = {subset_name(d, lang): (d, lang) for d, lang in evaluation.queries[["domain", "language"]].drop_duplicates().itertuples(index=False)}
     rows = []
     for task_result in result.task_results:
         for entry in task_result.scores["test"]:
-            rows.append({"language": entry["hf_subset"], **{m: float(entry[m]) for m in REPORTED_METRICS}})
-    return pd.DataFrame(rows).sort_values("language").reset_index(drop=True)
+            domain, language = domain_of[entry["hf_subset"]]
+            rows.append({"domain": domain, "language": language, **{m: float(entry[m]) for m in REPORTED_METRICS}})
+    per_query = []
+    for subset, splits in predictions.items():
+        if subset not in domain_of:  # mteb stores the model's metadata beside the subsets
+            continue
+        domain, language = domain_of[subset]
+        for query_id, value in per_query_ndcg(splits["test"], evaluation.qrels).items():
+            per_query.append({"domain": domain, "language": language, "query_id": query_id, "ndcg_at_10": value})
+    return (pd.DataFrame(rows).sort_values(["domain", "language"]).reset_index(drop=True),
+            pd.DataFrame(per_query).sort_values(["domain", "language", "query_id"]).reset_index(drop=True))
+
+
+def per_query_ndcg(rankings: dict[str, dict[str, float]], qrels: pd.DataFrame, k: int = 10) -> dict[str, float]:
+    """nDCG@k of each ranked query (pytrec_eval's definition, as mteb uses: gain = relevance, ties
+    broken by document id descending, as trec_eval does)."""
+    judged = qrels[qrels["query_id"].isin(set(rankings))]
+    gains = {qid: dict(zip(group["doc_id"], group["score"])) for qid, group in judged.groupby("query_id")}
+    result = {}
+    for query_id, ranking in rankings.items():
+        relevant = gains.get(query_id, {})
+        ranked = sorted(ranking.items(), key=lambda item: (-item[1], _reverse_key(item[0])))[:k]
+        dcg = sum(relevant.get(doc, 0) / np.log2(rank + 2) for rank, (doc, _) in enumerate(ranked))
+        ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
+        idcg = sum(g / np.log2(rank + 2) for rank, g in enumerate(ideal))
+        result[query_id] = dcg / idcg if idcg > 0 else 0.0
+    return result
+
+
+def _reverse_key(doc_id: str):
+    """Sort key that orders document ids descending inside an ascending sort (trec_eval's tie-break)."""
+    return [-ord(ch) for ch in doc_id] + [1]
 
 
 def ndcg_from_rankings(rankings: dict[str, dict[str, float]], qrels: pd.DataFrame, k: int = 10) -> float:
     """Mean nDCG@k of given rankings (e.g. from the FAISS index) with binary/graded qrels."""
-    gains = qrels.groupby("query_id").apply(lambda g: dict(zip(g["doc_id"], g["score"])), include_groups=False).to_dict()
-    scores = []
-    for query_id, ranking in rankings.items():
-        relevant = gains.get(query_id, {})
-        ranked = sorted(ranking.items(), key=lambda item: -item[1])[:k]
-        dcg = sum(relevant.get(doc, 0) / np.log2(rank + 2) for rank, (doc, _) in enumerate(ranked))
-        ideal = sorted(relevant.values(), reverse=True)[:k]
-        idcg = sum(g / np.log2(rank + 2) for rank, g in enumerate(ideal))
-        scores.append(dcg / idcg if idcg > 0 else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
+    values = per_query_ndcg(rankings, qrels, k)
+    return float(np.mean(list(values.values()))) if values else 0.0

@@ -44,13 +44,14 @@ def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool = F
     return index
 
 
-def save_index(index: faiss.Index, doc_ids: list[str], languages: list[str], directory: Path, info: dict) -> Path:
-    """index.faiss + doc_ids.json (row -> document id and language) + info.json, written atomically."""
+def save_index(index: faiss.Index, doc_ids: list[str], subsets: list[str], directory: Path, info: dict) -> Path:
+    """index.faiss + doc_ids.json (row -> document id and its evaluation subset, domain.language)
+    + info.json, written atomically."""
     if type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
     with atomic_directory(directory) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))
-        (tmp / "doc_ids.json").write_text(json.dumps({"doc_ids": doc_ids, "languages": languages}, ensure_ascii=False))
+        (tmp / "doc_ids.json").write_text(json.dumps({"doc_ids": doc_ids, "subsets": subsets}, ensure_ascii=False))
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
     return Path(directory)
 
@@ -59,7 +60,7 @@ def load_index(directory: Path) -> tuple[faiss.Index, list[str], list[str]]:
     directory = Path(directory)
     index = faiss.read_index(str(directory / "index.faiss"))
     ids = json.loads((directory / "doc_ids.json").read_text())
-    return index, ids["doc_ids"], ids["languages"]
+    return index, ids["doc_ids"], ids["subsets"]
 
 
 def recall_against_exact(index: faiss.Index, embeddings: np.ndarray, queries: np.ndarray, k: int = 10) -> float:

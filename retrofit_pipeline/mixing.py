@@ -1,7 +1,7 @@
 """Builds a training mixture of a given size from the raw pair pool.
 
-Order of operations matters: duplicates and evaluation leakage are removed from the whole pool
-first, then the policy samples. Sampling is a seeded shuffle within each group, so a smaller data
+Order of operations matters: held-out domains, duplicates and evaluation leakage are removed from
+the whole pool first (once per raw-data version: the training_pool asset), then the policy samples. Sampling is a seeded shuffle within each group, so a smaller data
 scale is a prefix of a larger one under the same policy (a clean data-scale curve)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ MIXTURE_POLICIES = ("task_diverse", "language_diverse", "proportional")
 @dataclass
 class CleaningReport:
     input_rows: int
+    held_out_domain_rows: int
     exact_duplicates: int
     near_duplicates: int
     eval_overlap_exact: int
@@ -30,42 +31,63 @@ class CleaningReport:
         return dict(self.__dict__)
 
 
-def evaluation_texts(evaluation: EvaluationSet) -> list[str]:
-    return pd.concat([evaluation.queries["text"], evaluation.corpus["text"]]).tolist()
+def leakage_texts(evaluation: EvaluationSet) -> list[str]:
+    """What training must not contain: every evaluation query, and every passage the qrels mark
+    relevant for one. The rest of a BEIR/MIRACL-style corpus is shared with training by design."""
+    relevant = set(evaluation.qrels.loc[evaluation.qrels["score"] > 0, "doc_id"])
+    passages = evaluation.corpus.loc[evaluation.corpus["doc_id"].isin(relevant), "text"]
+    return pd.concat([evaluation.queries["text"], passages]).tolist()
 
 
-def overlaps_evaluation_exactly(pairs: pd.DataFrame, evaluation: EvaluationSet) -> np.ndarray:
-    """Rows whose query or positive equals an evaluation query or passage after normalization."""
-    eval_keys = {normalize_text(t) for t in evaluation_texts(evaluation)}
-    return (pairs["query"].map(normalize_text).isin(eval_keys) | pairs["positive"].map(normalize_text).isin(eval_keys)).to_numpy()
+def evaluation_leakage(
+    pairs: pd.DataFrame, evaluation: EvaluationSet, near_duplicate_threshold: float = 0.9, seed: int = 13
+) -> tuple[np.ndarray, np.ndarray]:
+    """(exact, near) row masks: rows whose query or positive equals a leakage text after
+    normalization, and the remaining rows whose query or positive is a MinHash near-duplicate of one.
+    The cleaning and the blocking check both call this: one definition of leakage."""
+    texts = leakage_texts(evaluation)
+    keys = {normalize_text(t) for t in texts}
+    exact = (pairs["query"].map(normalize_text).isin(keys) | pairs["positive"].map(normalize_text).isin(keys)).to_numpy()
+    near = np.zeros(len(pairs), dtype=bool)
+    rest = np.flatnonzero(~exact)
+    if len(rest) and texts:
+        hasher = MinHasher(seed=seed)
+        reference = hasher.signatures(texts)
+        candidates = pairs.iloc[rest]
+        near[rest] = matches_any(hasher.signatures(candidates["query"].tolist()), reference, near_duplicate_threshold) | matches_any(
+            hasher.signatures(candidates["positive"].tolist()), reference, near_duplicate_threshold
+        )
+    return exact, near
 
 
 def clean_pool(
-    pairs: pd.DataFrame, evaluation: EvaluationSet, near_duplicate_threshold: float = 0.9, seed: int = 13
+    pairs: pd.DataFrame,
+    evaluation: EvaluationSet,
+    near_duplicate_threshold: float = 0.9,
+    seed: int = 13,
+    held_out_domains: tuple[str, ...] | list[str] = (),
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Drops exact and near-duplicate pairs, and every pair whose query or positive overlaps an
-    evaluation query or passage (exactly after normalization, or as a near-duplicate)."""
+    """Drops the held-out (out-of-domain) domains, exact and near-duplicate pairs, and every pair
+    that leaks an evaluation query or relevant passage (exactly after normalization, or as a
+    near-duplicate)."""
     input_rows = len(pairs)
+    held_out = pairs["domain"].isin(list(held_out_domains)).to_numpy()
+    pairs = pairs.loc[~held_out].reset_index(drop=True)
+
     keys = pairs["query"].map(normalize_text) + "\x1f" + pairs["positive"].map(normalize_text)
     exact = keys.duplicated(keep="first").to_numpy()
     pairs = pairs.loc[~exact].reset_index(drop=True)
 
-    hasher = MinHasher(seed=seed)
-    pair_signatures = hasher.signatures((pairs["query"] + " " + pairs["positive"]).tolist())
+    pair_signatures = MinHasher(seed=seed).signatures((pairs["query"] + " " + pairs["positive"]).tolist())
     representative = np.asarray(near_duplicate_groups(pair_signatures, near_duplicate_threshold))
     near = representative != np.arange(len(pairs))
     pairs = pairs.loc[~near].reset_index(drop=True)
 
-    overlap_exact = overlaps_evaluation_exactly(pairs, evaluation)
-    pairs = pairs.loc[~overlap_exact].reset_index(drop=True)
-
-    eval_signatures = hasher.signatures(evaluation_texts(evaluation))
-    overlap_near = matches_any(hasher.signatures(pairs["query"].tolist()), eval_signatures, near_duplicate_threshold) | matches_any(
-        hasher.signatures(pairs["positive"].tolist()), eval_signatures, near_duplicate_threshold
-    )
-    pairs = pairs.loc[~overlap_near].reset_index(drop=True)
+    overlap_exact, overlap_near = evaluation_leakage(pairs, evaluation, near_duplicate_threshold, seed)
+    pairs = pairs.loc[~(overlap_exact | overlap_near)].reset_index(drop=True)
     report = CleaningReport(
         input_rows=input_rows,
+        held_out_domain_rows=int(held_out.sum()),
         exact_duplicates=int(exact.sum()),
         near_duplicates=int(near.sum()),
         eval_overlap_exact=int(overlap_exact.sum()),
@@ -117,4 +139,5 @@ def mixture_summary(mixture: pd.DataFrame) -> dict:
         "rows": len(mixture),
         "by_task": mixture.groupby("task_type").size().to_dict(),
         "by_language": mixture.groupby("language").size().to_dict(),
+        "by_domain": mixture.groupby("domain").size().to_dict(),
     }

@@ -19,6 +19,10 @@ class ArtifactPaths:
         return self.root / "raw" / "pairs.parquet"
 
     @property
+    def training_pool(self) -> Path:
+        return self.root / "raw" / "training_pool.parquet"
+
+    @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"
 

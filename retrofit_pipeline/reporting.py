@@ -1,21 +1,12 @@
-"""Score tables and the data-scale plot, as markdown and PNG."""
+"""The data-scale curve (plateau, table, plot) and the loss plot, as markdown and PNG."""
 
 from __future__ import annotations
 
 import base64
 import io
 
+import numpy as np
 import pandas as pd
-
-
-def score_table_markdown(base: pd.DataFrame, tuned: pd.DataFrame | None, metric: str = "ndcg_at_10") -> str:
-    table = base[["language", metric]].rename(columns={metric: "base"})
-    if tuned is not None:
-        table = table.merge(tuned[["language", metric]].rename(columns={metric: "retrofitted"}), on="language", how="outer")
-        table["gain"] = table["retrofitted"] - table["base"]
-    mean = table.drop(columns="language").mean().to_dict()
-    table = pd.concat([table, pd.DataFrame([{"language": "mean", **mean}])], ignore_index=True)
-    return table.to_markdown(index=False, floatfmt=".4f")
 
 
 def _new_figure(size: tuple[float, float]):
@@ -37,20 +28,43 @@ def _png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
-def data_scale_plot_png(curve: pd.DataFrame, base_mean: float | None) -> bytes:
-    """curve: columns scale_rows, language, ndcg_at_10 (one line per language plus the mean)."""
+def plateau_scale(means: pd.DataFrame, epsilon: float) -> str | None:
+    """The first scale past which doubling the data gains less than `epsilon` nDCG@10: between
+    consecutive scales, gain per doubling = (score difference) / log2(size ratio). None if every
+    step still gains at least `epsilon` (no plateau within the scales measured)."""
+    ordered = means.sort_values("scale_rows")
+    sizes, scores, names = ordered["scale_rows"].to_numpy(), ordered["retrofitted"].to_numpy(), ordered["scale"].tolist()
+    for i in range(len(ordered) - 1):
+        per_doubling = (scores[i + 1] - scores[i]) / np.log2(sizes[i + 1] / sizes[i])
+        if per_doubling < epsilon:
+            return names[i]
+    return None
+
+
+def data_scale_table(curve: pd.DataFrame) -> str:
+    """Scales as columns, subsets and the scope means as rows, base first."""
+    curve = curve.assign(row=[f"{scope} | {domain}.{language}" if domain != "mean" else f"{scope} | **mean**"
+                              for scope, domain, language in zip(curve["scope"], curve["domain"], curve["language"])])
+    pivot = curve.pivot_table(index="row", columns="scale", values="retrofitted", sort=False)
+    pivot = pivot[sorted(pivot.columns, key=lambda s: curve.loc[curve["scale"] == s, "scale_rows"].iloc[0])]
+    pivot.insert(0, "base", curve.groupby("row", sort=False)["base"].first())
+    return pivot.sort_index().to_markdown(floatfmt=".4f")
+
+
+def data_scale_plot_png(means: pd.DataFrame) -> bytes:
+    """means: per scale and scope, the mean nDCG@10 (retrofitted, base) and the interval of the gain."""
     figure, axis = _new_figure((7, 4.5))
-    for language, group in curve.groupby("language"):
+    for (scope, group), color in zip(means.groupby("scope"), ("tab:blue", "tab:orange", "tab:green")):
         group = group.sort_values("scale_rows")
-        style = {"linewidth": 3, "color": "black"} if language == "mean" else {"linewidth": 1, "alpha": 0.7}
-        axis.plot(group["scale_rows"], group["ndcg_at_10"], marker="o", label=language, **style)
-    if base_mean is not None:
-        axis.axhline(base_mean, linestyle="--", color="grey", label="base (mean)")
+        errors = np.vstack([group["gain"] - group["ci_low"], group["ci_high"] - group["gain"]])
+        axis.errorbar(group["scale_rows"], group["retrofitted"], yerr=errors, marker="o", linewidth=2, capsize=3, color=color,
+                      label=f"{scope} (95 % CI of the gain)")
+        axis.axhline(float(group["base"].iloc[0]), linestyle="--", color=color, alpha=0.6, label=f"{scope} base")
     axis.set_xscale("log")
     axis.set_xlabel("training pairs")
-    axis.set_ylabel("nDCG@10")
+    axis.set_ylabel("mean nDCG@10")
     axis.set_title("Retrieval quality vs. training data scale")
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=7)
     return _png_bytes(figure)
 
 
@@ -59,8 +73,6 @@ def png_markdown(png: bytes, alt: str) -> str:
 
 
 def loss_curve_png(losses: list[float]) -> bytes:
-    import numpy as np
-
     figure, axis = _new_figure((6, 3.5))
     steps = np.arange(1, len(losses) + 1)
     axis.plot(steps, losses, alpha=0.35, label="loss")

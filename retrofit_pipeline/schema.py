@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 PAIR_COLUMNS = ["pair_id", "query_id", "query", "positive", "language", "passage_language", "task_type", "domain", "source"]
+# Optional: a source's own hard negatives for a row (Mr. TyDi / MIRACL negative_passages), a list of texts.
+GIVEN_NEGATIVES = "given_negatives"
 CORPUS_COLUMNS = ["doc_id", "language", "domain", "text"]
 QUERY_COLUMNS = ["query_id", "language", "domain", "text"]
 QREL_COLUMNS = ["query_id", "doc_id", "score"]
@@ -129,7 +131,7 @@ def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     frame = frame.reset_index(drop=True).copy()
     if "query_id" not in frame.columns:
         frame["query_id"] = None
-    frame = frame[PAIR_COLUMNS]
+    frame = frame[PAIR_COLUMNS + ([GIVEN_NEGATIVES] if GIVEN_NEGATIVES in frame.columns else [])]
     for column in ("pair_id", "task_type", "domain", "source"):
         for row, value in enumerate(frame[column]):
             if not isinstance(value, str) or not value.strip():
@@ -148,6 +150,12 @@ def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         value if isinstance(value, str) and value.strip() else derived_query_id(language, query)
         for value, language, query in zip(frame["query_id"], frame["language"], frame["query"])
     ]
+    if GIVEN_NEGATIVES in frame.columns:
+        frame[GIVEN_NEGATIVES] = [
+            [] if values is None or (isinstance(values, float) and values != values)  # None/NaN: the source gave none
+            else [_check_text(v, source, row, GIVEN_NEGATIVES) for v in values]
+            for row, values in enumerate(frame[GIVEN_NEGATIVES])
+        ]
     return frame
 
 

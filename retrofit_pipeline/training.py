@@ -1,9 +1,11 @@
 """Contrastive fine-tuning of a bi-encoder: InfoNCE over in-batch and mined hard negatives.
 
 For each query the candidates are every positive in the batch plus every hard negative in the
-batch; the loss is cross-entropy with temperature over cosine similarities. A candidate whose text
-equals the query's own positive (the same English line paired with several languages, say) is
-masked out instead of being punished as a negative.
+batch; the loss is cross-entropy with temperature over cosine similarities. A candidate that is a
+correct answer of the query — another positive of the same query_id (MIRACL-style data has one row
+per positive), or a passage with the text of one (the same English line paired with several
+languages, say) — is masked out instead of being punished as a negative. Batches are sampled so
+that a query appears at most once in each.
 
 Large batches: with `mini_batch_size` set, a step uses gradient caching (GradCache, Gao et al.
 2021): all embeddings are computed without a graph, the loss's gradient with respect to them is
@@ -26,7 +28,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +53,7 @@ class TrainingSettings:
     max_passage_length: int = 128
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
-    precision: str = "bf16"  # used on CUDA only
+    precision: str = "bf16"  # bf16 | fp16 (with a gradient scaler) | fp32; used on CUDA only
     mini_batch_size: int | None = None  # gradient caching: encode at most this many texts with a graph at once
     gradient_checkpointing: str = "auto"  # auto = on when training on a GPU
     device: str = "auto"
@@ -61,8 +63,15 @@ class TrainingSettings:
     trust_remote_code: bool = False
     launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes)
     nproc_per_node: int = 1  # torchrun processes (GPUs) per node
+    # Which weights move, and how far (levers against forgetting general retrieval):
+    freeze_embeddings: bool = False  # keep the (large, multilingual) token embedding matrix fixed
+    interpolate_with_base: float = 0.0  # WiSE-FT: saved weights = (1 - a) * trained + a * base
 
     def validate(self) -> None:
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"config field training.precision: choose bf16, fp16 or fp32, got {self.precision!r}")
+        if not 0.0 <= self.interpolate_with_base < 1.0:
+            raise ValueError(f"config field training.interpolate_with_base must be in [0, 1), got {self.interpolate_with_base}")
         if self.launcher not in ("local", "torchrun"):
             raise ValueError(f"config field training.launcher: unknown launcher {self.launcher!r}; choose local or torchrun")
         if self.batch_size < 1 or (self.mini_batch_size is not None and self.mini_batch_size < 1):
@@ -86,6 +95,7 @@ class TrainingResult:
     samples_per_second: float
     device: str
     world_size: int = 1
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         head = float(np.mean(self.losses[: max(1, len(self.losses) // 10)])) if self.losses else None
@@ -94,6 +104,7 @@ class TrainingResult:
             "steps": self.steps, "resumed_from_step": self.resumed_from_step,
             "first_loss": head, "last_loss": tail, "seconds": round(self.seconds, 1),
             "samples_per_second": round(self.samples_per_second, 2), "device": self.device, "world_size": self.world_size,
+            "warnings": self.warnings,
         }
 
 
@@ -125,15 +136,34 @@ def info_nce_loss(
     return torch.nn.functional.cross_entropy(scores, labels)
 
 
-def _duplicate_positive_mask(positives: list[str], passages: list[str], labels: list[int] | None = None) -> torch.Tensor:
-    """True where passage j (other than query i's own positive) has exactly the text of query i's positive."""
-    labels = list(range(len(positives))) if labels is None else labels
-    ids: dict[str, int] = {}
-    positive_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in positives])
-    passage_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in passages])
-    mask = positive_ids[:, None] == passage_ids[None, :]
-    mask[torch.arange(len(positives)), torch.tensor(labels)] = False
+def false_negative_mask(answers: list, passages: list[str], labels: list[int] | None = None) -> torch.Tensor:
+    """True where passage j is a correct answer of query i (its text is one of `answers[i]`) other
+    than the passage the loss treats as query i's positive (labels[i], default i)."""
+    labels = list(range(len(answers))) if labels is None else labels
+    positions: dict[str, list[int]] = {}
+    for j, text in enumerate(passages):
+        positions.setdefault(text, []).append(j)
+    mask = torch.zeros(len(answers), len(passages), dtype=torch.bool)
+    for i, texts in enumerate(answers):
+        for text in texts:
+            for j in positions.get(text, ()):
+                mask[i, j] = True
+    mask[torch.arange(len(answers)), torch.tensor(labels, dtype=torch.long)] = False
     return mask
+
+
+def answers_by_row(data: pd.DataFrame) -> list[frozenset[str]]:
+    """Every correct passage of each row's query: the positives of all rows with its query_id, plus
+    the query's other positives in the raw data (column other_positives, when mining added it)."""
+    query_ids = data["query_id"] if "query_id" in data else data["query"]
+    by_query: dict[str, set[str]] = {}
+    for query_id, positive in zip(query_ids, data["positive"]):
+        by_query.setdefault(query_id, set()).add(positive)
+    if "other_positives" in data:
+        for query_id, others in zip(query_ids, data["other_positives"]):
+            by_query[query_id].update(others)
+    frozen = {key: frozenset(value) for key, value in by_query.items()}
+    return [frozen[query_id] for query_id in query_ids]
 
 
 @dataclass
@@ -222,15 +252,18 @@ def contrastive_backward(
     settings: TrainingSettings,
     device: str,
     world: Distributed = Distributed(),
+    scaler: "torch.amp.GradScaler | None" = None,
 ) -> torch.Tensor:
     """Loss of one step (this rank's queries against every rank's passages), gradients accumulated
-    into the model. With mini_batch_size set and exceeded, by gradient caching."""
+    into the model (multiplied by the fp16 scaler's scale when there is one). With mini_batch_size
+    set and exceeded, by gradient caching."""
+    scaled = scaler.scale if scaler is not None else (lambda loss: loss)
     chunk = settings.mini_batch_size
     if chunk is None or max(len(queries), len(passages)) <= chunk:
         q = _embed(model, queries, settings.max_query_length, device, settings.precision)
         p = _embed(model, passages, settings.max_passage_length, device, settings.precision)
         loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
-        loss.backward()
+        scaled(loss).backward()
         return loss.detach()
 
     parts = [(queries[i : i + chunk], settings.max_query_length) for i in range(0, len(queries), chunk)]
@@ -245,7 +278,7 @@ def contrastive_backward(
     q = torch.cat(cached[:n_query_parts]).requires_grad_()
     p = torch.cat(cached[n_query_parts:]).requires_grad_()
     loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
-    loss.backward()  # gradients with respect to the embeddings (p's summed over ranks)
+    scaled(loss).backward()  # gradients with respect to the embeddings (p's summed over ranks)
     grads = list(q.grad.split(chunk)) + list(p.grad.split(chunk))
     for (texts, max_length), state, grad in zip(parts, states, grads):  # pass 2: replay with a graph
         _restore_rng_state(state, device)
@@ -265,22 +298,53 @@ def training_step(
     settings: TrainingSettings,
     device: str,
     world: Distributed = Distributed(),
+    scaler: "torch.amp.GradScaler | None" = None,
 ) -> torch.Tensor:
     """One optimizer step on one batch (this rank's share of it): gradients, averaged over ranks,
-    clipped, applied. The loop in train_encoder and the benchmarks run exactly this."""
-    loss = contrastive_backward(model, queries, passages, mask, labels, settings, device, world)
+    clipped, applied (through the fp16 gradient scaler when there is one, which skips a step whose
+    gradients overflowed). The loop in train_encoder and the benchmarks run exactly this."""
+    loss = contrastive_backward(model, queries, passages, mask, labels, settings, device, world, scaler)
     parameters = [p for p in model.parameters() if p.grad is not None]
     world.average_gradients(parameters)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
 
 
 def make_optimizer(model, settings: TrainingSettings) -> torch.optim.Optimizer:
-    """AdamW with the fused kernel (one kernel for all parameters, on CPU and CUDA alike), as the
-    Hugging Face Trainer uses by default."""
-    return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=True)
+    """AdamW with the fused kernel, as the Hugging Face Trainer uses by default; like it, no weight
+    decay on biases and LayerNorm weights (decaying them only pulls normalisation towards zero).
+    Frozen parameters (freeze_embeddings) are left out."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
+
+
+def freeze_token_embeddings(model) -> int:
+    """Stops the word-embedding matrix from training; returns how many parameters it holds."""
+    embeddings = model[0].auto_model.get_input_embeddings()
+    embeddings.weight.requires_grad_(False)
+    return embeddings.weight.numel()
+
+
+def interpolate_weights(model, base_state: dict[str, torch.Tensor], base_weight: float) -> None:
+    """WiSE-FT (Wortsman et al. 2022): moves every floating-point weight `base_weight` of the way
+    back to the base model, which keeps much of the fine-tuning gain while restoring robustness."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name in base_state and tensor.is_floating_point():
+                tensor.mul_(1.0 - base_weight).add_(base_state[name].to(tensor.device, tensor.dtype), alpha=base_weight)
 
 
 def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -292,12 +356,33 @@ def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _batches(n: int, batch_size: int, seed: int, epochs: int) -> list[np.ndarray]:
-    """The whole run's batch order, fixed by the seed: a resumed run sees the same batches."""
+def _batches(query_ids: list, batch_size: int, seed: int, epochs: int) -> list[np.ndarray]:
+    """The whole run's batch order, fixed by the seed (a resumed run sees the same batches), with
+    each query at most once per batch: a row whose query is already in the batch waits for the
+    next one. Rows left over at the end of an epoch (fewer than a batch) are dropped, as before."""
     batches = []
     for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        batches.extend(order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size))
+        order = np.random.default_rng(seed + epoch).permutation(len(query_ids)).tolist()[::-1]  # popped from the end
+        waiting: list[int] = []
+        while True:
+            batch, seen, still_waiting = [], set(), []
+            for row in waiting:
+                if len(batch) < batch_size and query_ids[row] not in seen:
+                    batch.append(row)
+                    seen.add(query_ids[row])
+                else:
+                    still_waiting.append(row)
+            while len(batch) < batch_size and order:
+                row = order.pop()
+                if query_ids[row] in seen:
+                    still_waiting.append(row)
+                else:
+                    batch.append(row)
+                    seen.add(query_ids[row])
+            waiting = still_waiting
+            if len(batch) < batch_size:
+                break
+            batches.append(np.array(batch))
     return batches
 
 
@@ -307,7 +392,7 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, query_prefix: str, passage_prefix: str, queries):
+def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, query_prefix: str, passage_prefix: str, queries, answers):
     """This rank's share of a global batch: its query texts, its passage texts, and for its queries
     the label and false-negative mask over the passages gathered from every rank (rank order)."""
     share = len(index) // world.world_size
@@ -321,7 +406,7 @@ def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, qu
         gathered.extend(shard_passages)
         offset += len(shard_passages)
     mine = shards[world.rank]
-    mask = _duplicate_positive_mask([positives[i] for i in mine], gathered, labels)
+    mask = false_negative_mask([answers[i] for i in mine], gathered, labels)
     return (
         [query_prefix + queries[i] for i in mine],
         [passage_prefix + t for t in local_passages],
@@ -359,14 +444,25 @@ def train_encoder(
     )
     if settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device.startswith("cuda")):
         model[0].auto_model.gradient_checkpointing_enable()
+    base_state = None
+    if settings.interpolate_with_base > 0:
+        base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    if settings.freeze_embeddings:
+        freeze_token_embeddings(model)
     if world.world_size > 1:
         torch.manual_seed(settings.seed + world.rank)  # ranks draw different dropout masks
-    batches = _batches(len(data), settings.batch_size, settings.seed, settings.epochs)
+    query_ids = data["query_id"].tolist() if "query_id" in data else data["query"].tolist()
+    batches = _batches(query_ids, settings.batch_size, settings.seed, settings.epochs)
+    if not batches:
+        raise ValueError(f"training data has too few distinct queries ({len(set(query_ids))}) for one batch of {settings.batch_size}")
     total_steps = len(batches) if settings.max_steps is None else min(len(batches), settings.max_steps)
     optimizer = make_optimizer(model, settings)
     scheduler = _linear_schedule(optimizer, int(total_steps * settings.warmup_ratio), total_steps)
+    # fp16 needs loss scaling (its gradients underflow); bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" and device.startswith("cuda") else None
 
     queries = data["query"].tolist()
+    answers = answers_by_row(data)
     positives = data["positive"].tolist()
     negatives = data["negatives"].tolist() if "negatives" in data else [[] for _ in queries]
     if world.world_size > 1 and len({len(n) for n in negatives}) > 1:
@@ -374,18 +470,36 @@ def train_encoder(
 
     fingerprint = settings.fingerprint(base_model, data_fingerprint(data))
     resume_dir = Path(work_dir) / "resume"
-    start_step, losses = 0, []
+    start_step, losses, warnings = 0, [], []
     state_file = resume_dir / "trainer_state.pt"
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
-        if state["fingerprint"] == fingerprint and len(state.get("rng", [])) == world.world_size:
+        if state["fingerprint"] != fingerprint:
+            warnings.append(f"a resume point at step {state['step']} exists in {resume_dir} but was made with other data or "
+                            "settings: training starts from step 0")
+        else:
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(resume_dir / "model.safetensors", device=device))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _restore_rng_state(state["rng"][world.rank], device)
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            saved_world = len(state.get("rng", []))
+            if saved_world == world.world_size:
+                _restore_rng_state(state["rng"][world.rank], device)
+            else:
+                # The global batches do not depend on the world size, so weights, optimizer and
+                # schedule carry over; only the per-rank dropout streams cannot.
+                warnings.append(f"resumed at step {state['step']} under {world.world_size} process(es), saved under "
+                                f"{saved_world}: dropout random streams restart, so the result differs from an uninterrupted run")
+                torch.manual_seed(settings.seed + 1000 * int(state["step"]) + world.rank)
             start_step, losses = int(state["step"]), list(state["losses"])
+    if world.is_main:
+        for warning in warnings:
+            import logging
+
+            logging.getLogger(__name__).warning(warning)
 
     def save_resume_point(step: int) -> None:
         from safetensors.torch import save_file
@@ -403,6 +517,7 @@ def train_encoder(
                 torch.save({
                     "fingerprint": fingerprint, "step": step, "losses": losses,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                 }, tmp / "trainer_state.pt")
         world.barrier()
 
@@ -413,8 +528,8 @@ def train_encoder(
                     disable=not world.is_main)
     for step in progress:
         batch_queries, batch_passages, mask, labels = _local_batch(
-            batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries)
-        loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world)
+            batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries, answers)
+        loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
         scheduler.step()
         losses.append(world.mean(float(loss)))
         samples += len(batches[step])
@@ -428,8 +543,11 @@ def train_encoder(
     result = TrainingResult(
         steps=total_steps, resumed_from_step=start_step, losses=losses, seconds=seconds,
         samples_per_second=samples / seconds if seconds > 0 else 0.0, device=device, world_size=world.world_size,
+        warnings=warnings,
     )
     model.eval()
+    if base_state is not None:
+        interpolate_weights(model, base_state, settings.interpolate_with_base)
     if world.is_main:
         with atomic_directory(Path(output_dir)) as tmp:
             model.save(str(tmp), safe_serialization=True)

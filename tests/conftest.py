@@ -39,7 +39,19 @@ def _write_fixture_world(root: Path) -> Path:
             "corpus": {"path": "parquet", "data_files": str(data / f"corpus-{language}.parquet")},
             "queries": {"path": "json", "data_files": str(data / f"queries-{language}.jsonl")},
             "qrels": {"path": "json", "data_files": str(data / f"qrels-{language}.jsonl")},
+            "domain": "synthetic",
         })
+    # A domain training never sees (leave-one-domain-out): the forgetting check scores it.
+    ood_corpus, ood_queries, ood_qrels = evaluation_frames(count=45, seed=3)
+    ood_corpus[ood_corpus.language == "de"].drop(columns="language").to_parquet(data / "ood-corpus-de.parquet")
+    ood_queries[ood_queries.language == "de"].drop(columns="language").to_json(data / "ood-queries-de.jsonl", orient="records", lines=True)
+    ood_qrels[ood_qrels.language == "de"].drop(columns="language").to_json(data / "ood-qrels-de.jsonl", orient="records", lines=True)
+    eval_sources.append({
+        "kind": "hf_retrieval", "language": "de", "domain": "ood",
+        "corpus": {"path": "parquet", "data_files": str(data / "ood-corpus-de.parquet")},
+        "queries": {"path": "json", "data_files": str(data / "ood-queries-de.jsonl")},
+        "qrels": {"path": "json", "data_files": str(data / "ood-qrels-de.jsonl")},
+    })
     texts = pairs["query"].tolist() + pairs["positive"].tolist() + corpus["text"].tolist() + queries["query"].tolist()
     model_dir = build_tiny_encoder(texts, root / "tiny-encoder")
     preset = {
@@ -53,10 +65,10 @@ def _write_fixture_world(root: Path) -> Path:
         "data_scales": {"small": 96, "large": 192},
         "default_scale": "small",
         "base_model": str(model_dir),
-        "negatives": {"strategy": "dense", "num_negatives": 2, "range_min": 0, "range_max": 10, "max_relative_score": 0.99},
+        "negatives": {"strategy": "dense", "num_negatives": 2, "range_min": 0, "range_max": 10, "relative_margin": 0.01},
         "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "temperature": 0.05, "max_query_length": 32,
                      "max_passage_length": 48, "save_every_steps": 4, "warmup_ratio": 0.0},
-        "evaluation": {"sources": eval_sources, "max_queries_per_language": None, "batch_size": 32},
+        "evaluation": {"sources": eval_sources, "max_queries_per_language": None, "batch_size": 32, "held_out_domains": ["ood"]},
         "encode_batch_size": 32,
     }
     path = root / "tiny.yaml"

@@ -1,6 +1,7 @@
 """Every asset materialized by Dagster on tiny inputs, asserting its real outputs."""
 
 import json
+import re
 
 import faiss
 import pandas as pd
@@ -48,7 +49,7 @@ def _checks(result):
 @pytest.fixture(scope="module")
 def full_chain(instance):
     """Materializes the whole graph for one partition, stage by stage, like a user in the UI."""
-    results = {"raw": _run(["raw_corpora", "evaluation_set"], instance)}
+    results = {"raw": _run(["raw_corpora", "evaluation_set", "training_pool"], instance)}
     results["base"] = _run(["base_model_scores"], instance)
     for key in ("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores"):
         results[key] = _run([key], instance, partition="small")
@@ -60,7 +61,7 @@ def test_raw_corpora_and_evaluation_set(full_chain, paths):
     raw = pd.read_parquet(paths.raw_pairs)
     assert list(raw.columns) == PAIR_COLUMNS and len(raw) == 240
     meta = _metadata(full_chain["raw"], "evaluation_set")
-    assert meta["queries"] == 60 and meta["languages"] == ["de", "fr", "ru"]
+    assert meta["queries"] == 75 and meta["languages"] == ["de", "fr", "ru"]
 
 
 def test_training_mixture_has_partition_size_and_no_leakage(full_chain, paths):
@@ -93,30 +94,53 @@ def test_encoder_checkpoint(full_chain, paths):
 
 def test_faiss_index(full_chain, paths):
     index = faiss.read_index(str(paths.index("small") / "index.faiss"))
-    assert index.ntotal == 60 and index.d == 64
+    assert index.ntotal == 75 and index.d == 64
     assert _checks(full_chain["faiss_index"])[("faiss_index", "index_covers_corpus")]
 
 
 def test_retrieval_scores(full_chain, paths):
     scores = pd.read_parquet(paths.scores("small") / "scores.parquet")
-    assert scores["language"].tolist() == ["de", "fr", "ru"]
-    for metric in ("ndcg_at_10", "recall_at_100", "mrr_at_10", "faiss_ndcg_at_10_all_queries"):
+    assert list(zip(scores["domain"], scores["language"])) == [("ood", "de"), ("synthetic", "de"), ("synthetic", "fr"), ("synthetic", "ru")]
+    for metric in ("ndcg_at_10", "recall_at_100", "mrr_at_10", "faiss_ndcg_at_10"):
         assert scores[metric].between(0, 1).all(), metric
     # The FAISS index and mteb's own search rank the same embeddings: the scores agree.
-    assert (scores["ndcg_at_10"] - scores["faiss_ndcg_at_10_all_queries"]).abs().max() < 0.02
+    assert (scores["ndcg_at_10"] - scores["faiss_ndcg_at_10"]).abs().max() < 0.02
+    # The per-query nDCG@10 read from mteb's predictions averages to mteb's own score.
+    per_query = pd.read_parquet(paths.scores("small") / "per_query.parquet")
+    means = per_query.groupby(["domain", "language"])["ndcg_at_10"].mean().to_numpy()
+    assert abs(means - scores["ndcg_at_10"].to_numpy()).max() < 1e-5  # mteb rounds to 5 decimals
     mteb_json = list((paths.scores("small") / "mteb").rglob("RetrofitHeldOutRetrieval.json"))
     assert mteb_json and json.loads(mteb_json[0].read_text())["scores"]["test"][0]["main_score"] >= 0
+    comparison = pd.read_parquet(paths.scores("small") / "comparison.parquet")
+    means = comparison[comparison["domain"] == "mean"].set_index("scope")
+    assert set(means.index) == {"in-domain", "out-of-domain"}
+    assert (means["ci_low"] <= means["gain"]).all() and (means["gain"] <= means["ci_high"]).all()
+    assert means.loc["in-domain", "gain"] > 0  # training lifts the random tiny encoder in-domain
     checks = _checks(full_chain["retrieval_scores"])
     assert checks[("retrieval_scores", "scores_for_every_language")]
-    assert ("retrieval_scores", "retrofitted_not_below_base") in checks
+    assert checks[("retrieval_scores", "retrofitted_not_below_base")] is True
+    assert ("retrieval_scores", "no_forgetting_out_of_domain") in checks
     meta = _metadata(full_chain["retrieval_scores"], "retrieval_scores")
-    assert "| mean" in meta["score_table"] and "ndcg_at_10/ru" in meta
+    assert "**mean**" in meta["score_table"] and "95% CI" in meta["score_table"] and "ndcg_at_10/synthetic/ru" in meta
+    assert re.fullmatch(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", meta["gain_95ci/in-domain"])
+
+
+def test_quality_checks_fail_on_a_regression():
+    from retrofit_pipeline.dagster_defs.checks import _scope_check
+
+    comparison = pd.DataFrame([
+        {"scope": "out-of-domain", "domain": "wiki", "language": "en", "base": 0.9, "retrofitted": 0.8, "gain": -0.1, "ci_low": -0.15, "ci_high": -0.05},
+        {"scope": "out-of-domain", "domain": "mean", "language": "mean", "base": 0.9, "retrofitted": 0.8, "gain": -0.1, "ci_low": -0.15, "ci_high": -0.05},
+    ])
+    result = _scope_check(comparison, "out-of-domain")
+    assert result.passed is False and result.metadata["regressed_subsets"].value == {"wiki.en": -0.1}
 
 
 def test_data_scale_report(full_chain, paths):
     meta = _metadata(full_chain["report"], "data_scale_report")
     assert meta["scales_scored"] == ["small"]
     assert (paths.report / "data_scale.png").stat().st_size > 1000
+    assert meta["plateau_scale"] == "not reached"  # one scale: no doubling measured yet
 
 
 def test_job_backfill_partitions_and_schedule_are_defined():
@@ -166,5 +190,9 @@ def test_promotion_only_when_not_below_current(full_chain, instance, paths):
     current = json.loads(record.read_text())
     record.write_text(json.dumps({**current, "mean_ndcg_at_10": 1.0}))
     meta = _metadata(_run(["promoted_checkpoint"], instance), "promoted_checkpoint")
-    assert meta["promoted"] is False and "below current" in meta["reason"]
+    assert meta["promoted"] is False and "below current" in meta["reason"] and "stored" in meta["reason"]
     assert json.loads(record.read_text())["mean_ndcg_at_10"] == 1.0
+    # Scored on another evaluation set: the stored 1.0 means nothing here, the current model is re-scored.
+    record.write_text(json.dumps({**current, "mean_ndcg_at_10": 1.0, "evaluation_fingerprint": "another-set"}))
+    meta = _metadata(_run(["promoted_checkpoint"], instance), "promoted_checkpoint")
+    assert "re-scored" in meta["reason"] and meta["promoted"] is True

@@ -120,7 +120,7 @@ def test_negatives_equal_to_the_positive_stop_training(tmp_path):
     preset = _preset(tmp_path)
     settings = RetrofitSettings(config_path=str(preset), device="cpu")
     instance = DagsterInstance.ephemeral()
-    for selection, partition in ((["raw_corpora", "evaluation_set"], None), (["training_mixture", "hard_negatives"], "small")):
+    for selection, partition in ((["raw_corpora", "evaluation_set", "training_pool"], None), (["training_mixture", "hard_negatives"], "small")):
         assert materialize(EVERYTHING, selection=selection, partition_key=partition, instance=instance,
                            resources={"settings": settings}).success
     paths = ArtifactPaths(load_config(preset).experiment_dir)

@@ -22,7 +22,7 @@ def test_retrofit_run_prints_paths_and_scores(tmp_path):
     experiment = tiny.parent / "artifacts" / "tiny_cli"
     assert f"checkpoint [large]:  {experiment / 'checkpoints' / 'large'}" in out
     assert "nDCG@10 on the held-out set, base vs retrofitted (tiny_cli, small)" in out
-    assert "| mean" in out and "| ru " in out
+    assert "**mean**" in out and "| ru " in out and "out-of-domain" in out and "95% CI of gain" in out
     assert (experiment / "scores" / "large" / "score_table.md").exists()
     assert (experiment / "report" / "data_scale.png").exists()
 

@@ -20,7 +20,7 @@ from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
 from retrofit_pipeline.definitions import defs
 from retrofit_pipeline.encoder import load_encoder
 from retrofit_pipeline.paths import ArtifactPaths
-from retrofit_pipeline.training import TrainingSettings, _duplicate_positive_mask, contrastive_backward
+from retrofit_pipeline.training import TrainingSettings, _embed, contrastive_backward, false_negative_mask, info_nce_loss
 from synthetic import training_pairs
 
 
@@ -43,7 +43,7 @@ def _gradients(model_dir, settings):
     model.train()
     positives = data["positive"].tolist()
     passages = positives + [n[0] for n in data["negatives"]]
-    mask = _duplicate_positive_mask(positives, passages)
+    mask = false_negative_mask([[p] for p in positives], passages)
     loss = contrastive_backward(model, ["query: " + q for q in data["query"]], ["passage: " + p for p in passages],
                                 mask, torch.arange(len(data)), settings, "cpu")
     return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -58,6 +58,45 @@ def test_gradient_caching_equals_the_full_batch_gradient(deterministic_encoder):
     assert full.keys() == cached.keys()
     for name in full:
         assert torch.allclose(full[name], cached[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_gradient_caching_replays_dropout_exactly():
+    """With dropout on, the cached gradient must equal the gradient of the same loss computed with a
+    graph, chunk by chunk, from the same random state: only a correct RNG replay in the second
+    pass draws the dropout masks of the first."""
+    model_dir = Path(os.environ["RETROFIT_CONFIG"]).parent / "tiny-encoder"  # dropout 0.1
+    settings = TrainingSettings(max_query_length=32, max_passage_length=48, device="cpu", mini_batch_size=5)
+    data = training_pairs(12)
+    queries = ["query: " + q for q in data["query"]]
+    passages = ["passage: " + p for p in data["positive"]]
+    mask = false_negative_mask([[p] for p in passages], passages)
+    labels = torch.arange(len(data))
+
+    def fresh_model():
+        model = load_encoder(str(model_dir), device="cpu")
+        model.train()
+        return model
+
+    model = fresh_model()
+    torch.manual_seed(5)
+    a = _embed(model, queries[:5], 32, "cpu", "fp32")
+    b = _embed(model, queries[:5], 32, "cpu", "fp32")
+    assert not torch.allclose(a, b), "dropout must be active for this test to mean anything"
+
+    torch.manual_seed(11)
+    cached_model = fresh_model()
+    cached_loss = contrastive_backward(cached_model, queries, passages, mask, labels, settings, "cpu")
+    cached = {n: p.grad.clone() for n, p in cached_model.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(11)
+    reference_model = fresh_model()
+    chunks = [(queries[i:i + 5], 32) for i in range(0, 12, 5)] + [(passages[i:i + 5], 48) for i in range(0, 12, 5)]
+    embeddings = [_embed(reference_model, texts, length, "cpu", "fp32") for texts, length in chunks]
+    reference_loss = info_nce_loss(torch.cat(embeddings[:3]), torch.cat(embeddings[3:]), settings.temperature, mask, labels)
+    reference_loss.backward()
+    assert torch.allclose(cached_loss, reference_loss.detach(), atol=1e-6)
+    for name, grad in cached.items():
+        assert torch.allclose(grad, dict(reference_model.named_parameters())[name].grad, atol=1e-5, rtol=1e-4), name
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +114,7 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     instance = DagsterInstance.ephemeral()
     settings = RetrofitSettings(config_path=str(torchrun_preset), device="cpu")
     everything = list(defs.assets) + list(defs.asset_checks)
-    for selection, partition in ((["raw_corpora", "evaluation_set"], None), (["training_mixture", "hard_negatives"], "small"),
+    for selection, partition in ((["raw_corpora", "evaluation_set", "training_pool"], None), (["training_mixture", "hard_negatives"], "small"),
                                  (["encoder_checkpoint"], "small")):
         result = materialize(everything, selection=selection, partition_key=partition, instance=instance, resources={"settings": settings})
         assert result.success

@@ -39,7 +39,7 @@ def world(tmp_path_factory):
     }))
     settings = RetrofitSettings(config_path=str(preset), device="cpu")
     instance = DagsterInstance.ephemeral()
-    for selection, partition in ((["raw_corpora", "evaluation_set", "base_model_scores"], None),
+    for selection, partition in ((["raw_corpora", "evaluation_set", "training_pool", "base_model_scores"], None),
                                  (["training_mixture", "hard_negatives"], "small")):
         assert materialize(EVERYTHING, selection=selection, partition_key=partition, instance=instance,
                            resources={"settings": settings}).success

@@ -33,6 +33,27 @@ def test_mr_tydi_style(tmp_path):
     assert frame.iloc[0]["positive"] == "مصر القاهرة عاصمة مصر" and frame.iloc[0]["language"] == "ar"
 
 
+def test_mr_tydi_keeps_every_positive_under_one_query_and_the_given_negatives(tmp_path):
+    files = _jsonl(tmp_path / "tydi.jsonl", [{
+        "query_id": "9", "query": "wer schrieb faust",
+        "positive_passages": [{"docid": "1", "title": "Faust", "text": "Goethe schrieb Faust."}, {"docid": "2", "title": "Goethe", "text": "Goethe ist der Autor des Faust."}],
+        "negative_passages": [{"docid": "3", "title": "Schiller", "text": "Schiller schrieb die Räuber."}]}])
+    frame = huggingface.load_hf_tydi({"path": "json", "data_files": files, "language": "de", "source": "mrtydi-de"})
+    assert frame["positive"].tolist() == ["Faust Goethe schrieb Faust.", "Goethe Goethe ist der Autor des Faust."]
+    assert frame["query_id"].nunique() == 1 and frame["pair_id"].nunique() == 2
+    assert [list(n) for n in frame["given_negatives"]] == [["Schiller Schiller schrieb die Räuber."]] * 2
+
+
+def test_given_negatives_come_first_and_same_query_positives_never(tmp_path):
+    from retrofit_pipeline.mining import MiningSettings, mine_negatives
+
+    negatives, ranks, _ = mine_negatives(
+        ["q", "q"], ["a", "b"], MiningSettings(strategy="random", num_negatives=2),
+        corpus=["x", "y", "z"], other_positives=[["b"], ["a"]], given_negatives=[["b", "g1"], ["g2"]])
+    assert negatives[0][0] == "g1" and ranks[0][0] == -2  # "b" is a positive of the same query: never a negative
+    assert negatives[1][0] == "g2" and "a" not in negatives[1] and "b" not in negatives[0]
+
+
 def test_mr_tydi_query_without_positive_is_an_error(tmp_path):
     files = _jsonl(tmp_path / "tydi.jsonl", [{"query_id": "1", "query": "q", "positive_passages": [], "negative_passages": []}])
     with pytest.raises(DataValidationError, match="row 0, field 'positive_passages'"):

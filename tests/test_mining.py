@@ -32,7 +32,7 @@ def _mine(tmp_path, **settings):
 
 
 def test_dense_window_and_false_negative_filter(tmp_path):
-    negatives, ranks, report = _mine(tmp_path, strategy="dense", num_negatives=2, range_min=0, range_max=5, max_relative_score=0.95)
+    negatives, ranks, report = _mine(tmp_path, strategy="dense", num_negatives=2, range_min=0, range_max=5, relative_margin=0.05)
     # "near-copy" scores 0.99995 x the positive: a likely false negative, filtered.
     assert negatives[0] == ["close", "mid"]
     assert ranks[0] == [1, 2]
@@ -43,7 +43,7 @@ def test_dense_window_and_false_negative_filter(tmp_path):
 
 
 def test_rank_window_skips_the_top(tmp_path):
-    negatives, ranks, _ = _mine(tmp_path, strategy="dense", num_negatives=1, range_min=2, range_max=5, max_relative_score=1.0)
+    negatives, ranks, _ = _mine(tmp_path, strategy="dense", num_negatives=1, range_min=2, range_max=5, relative_margin=0.0)
     assert negatives[0] == ["mid"] and ranks[0] == [2]
 
 
@@ -55,7 +55,7 @@ def test_random_bm25_and_none(tmp_path):
 
     queries = ["copy files between directories", "list directory contents", "remove a file"]
     positives = ["cp copies files from one directory to another", "ls lists the contents of a directory", "rm removes files"]
-    bm25, ranks, report = mine_negatives(queries, positives, MiningSettings(strategy="bm25", num_negatives=1, range_max=5, max_relative_score=1.0))
+    bm25, ranks, report = mine_negatives(queries, positives, MiningSettings(strategy="bm25", num_negatives=1, range_max=5, relative_margin=0.0))
     assert bm25[0] != [positives[0]] and len(bm25[0]) == 1 and ranks[0][0] >= 0
 
 
@@ -79,9 +79,72 @@ def test_blocked_search_equals_exact_flat_search():
 
 def test_extra_corpus_joins_the_pool(tmp_path):
     queries, positives = ["the query"] * 2, ["positive", "far"]
-    negatives, _, report = mine_negatives(queries, positives, MiningSettings(num_negatives=1, range_max=5, max_relative_score=0.95),
+    negatives, _, report = mine_negatives(queries, positives, MiningSettings(num_negatives=1, range_max=5, relative_margin=0.05),
                                           encode_queries=encode, encode_pool=encode, corpus=["close", "mid", "positive"])
     assert report.pool_size == 4  # distinct positives + corpus, deduplicated
     assert negatives[0] == ["close"]
-    # Every candidate scores above 0.95 x the weak positive "far": filtered, then padded at random.
+    # Every candidate scores above the weak positive "far" (minus 5 %): filtered, then padded at random.
     assert report.queries_padded_with_random == 1 and negatives[1][0] != "far"
+
+
+def test_other_positives_of_the_same_query_are_never_negatives_nor_ranks(tmp_path):
+    # MIRACL-style: one query, two rows (one per positive). Each row's other positive is a correct
+    # answer: excluded, and the ranks count only the remaining candidates.
+    queries = ["the query", "the query"]
+    positives = ["positive", "close"]
+    negatives, ranks, report = mine_negatives(
+        queries, positives, MiningSettings(num_negatives=1, range_min=0, range_max=5, relative_margin=0.0),
+        encode_queries=encode, encode_pool=encode, corpus=["near-copy", "mid", "far"],
+        other_positives=[["close"], ["positive"]])
+    # Row 2's positive "close" scores below "near-copy", which is therefore filtered as a likely false negative.
+    assert negatives == [["near-copy"], ["mid"]] and ranks == [[0], [1]]
+    assert report.excluded_same_query_positives == 2 and report.queries_with_mined_negative == 2
+    assert report.filtered_as_false_negative == 1
+    assert all("close" not in n and "positive" not in n for n in negatives)
+
+
+def _scored_encoder(query_vector, passage_vectors):
+    def encode_queries(texts):
+        return np.stack([query_vector for _ in texts]).astype(np.float32)
+
+    def encode_pool(texts, out=None):
+        result = np.stack([passage_vectors[t] for t in texts]).astype(np.float32)
+        if out is not None:
+            out[:] = result
+            return out
+        return result
+
+    return encode_queries, encode_pool
+
+
+@pytest.mark.parametrize("positive_score", [0.5, -0.5])
+def test_false_negative_filter_holds_for_both_signs_of_the_positive_score(positive_score):
+    # Raw inner products (as BM25 or an unnormalized model gives): candidates just above the
+    # positive are the likeliest false negatives, whatever the sign; those well below are kept.
+    scores = {"positive": positive_score, "above": positive_score + 0.2, "just-below": positive_score - 0.01,
+              "well-below": positive_score - 0.5}
+    encode_queries, encode_pool = _scored_encoder(np.array([1.0]), {t: np.array([v]) for t, v in scores.items()})
+    negatives, _, report = mine_negatives(
+        ["q"], ["positive"], MiningSettings(num_negatives=1, range_min=0, range_max=5, relative_margin=0.1),
+        encode_queries=encode_queries, encode_pool=encode_pool, corpus=["above", "just-below", "well-below"])
+    assert negatives == [["well-below"]], negatives
+    assert report.filtered_as_false_negative == 2
+
+
+def test_absolute_margin_and_max_score():
+    scores = {"positive": 0.8, "a": 0.79, "b": 0.74, "c": 0.6}
+    encode_queries, encode_pool = _scored_encoder(np.array([1.0]), {t: np.array([v]) for t, v in scores.items()})
+    mine = lambda **kw: mine_negatives(["q"], ["positive"], MiningSettings(num_negatives=1, range_max=5, relative_margin=None, **kw),
+                                       encode_queries=encode_queries, encode_pool=encode_pool, corpus=["a", "b", "c"])[0]
+    assert mine(absolute_margin=0.05) == [["b"]]
+    assert mine(max_score=0.7) == [["c"]]
+    assert mine() == [["a"]]  # no rule: the hardest candidate
+
+
+def test_rank_window_is_half_open(tmp_path):
+    # Ranks (positive removed): close 0, mid 1, far 2, opposite 3. Window [1, 3) allows mid and far, never opposite.
+    negatives, ranks, _ = mine_negatives(
+        ["the query"], ["positive"], MiningSettings(num_negatives=3, range_min=1, range_max=3, relative_margin=0.0),
+        encode_queries=encode, encode_pool=encode, corpus=["close", "mid", "far", "opposite"])
+    assert ranks[0][:2] == [1, 2] and negatives[0][:2] == ["mid", "far"]
+    assert ranks[0][2] == -1 and negatives[0][2] in {"close", "opposite"}  # the window ran short: padded at random, marked -1

@@ -14,18 +14,22 @@ def _pool():
         task = ["summary_retrieval", "bitext", "inverse_cloze"][i % 3]
         language = ["de", "ru", "ja", "en"][i % 4]
         rows.append({"pair_id": f"p{i}", "query": f"query number {i} about topic {i * 7}", "positive": f"passage {i} explains topic {i * 7} in detail, with background, history, examples and a short summary of related work",
-                     "language": language, "passage_language": language, "task_type": task, "source": "unit"})
+                     "language": language, "passage_language": language, "task_type": task, "domain": "unit", "source": "unit"})
     frame = pd.DataFrame(rows)
     exact = frame.iloc[[0]].assign(pair_id="dup-exact", query="Query number 0, about topic 0!")  # same after normalization
-    near = frame.iloc[[1]].assign(pair_id="dup-near", positive="passage 1 explains topic 7 in detail, with background, history, examples and a short sumary of related work")
+    near = frame.iloc[[1]].assign(pair_id="dup-near", positive="passage 1 explains topic 7 in detail, with background, history, examples and a short summary of related works")
     leak = frame.iloc[[2]].assign(pair_id="leak", query="what does the held-out query say")
     return pd.concat([frame, exact, near, leak], ignore_index=True)
 
 
 def _evaluation():
+    # A BEIR/MIRACL-style corpus: d1 is relevant for the evaluation query; d2 is just corpus text,
+    # which training may share (MIRACL train and dev use one corpus).
     return EvaluationSet(
-        corpus=pd.DataFrame({"doc_id": ["d1"], "language": ["en"], "text": ["an evaluation passage nobody trains on"]}),
-        queries=pd.DataFrame({"query_id": ["q1"], "language": ["en"], "text": ["What does the held-out query say?"]}),
+        corpus=pd.DataFrame({"doc_id": ["d1", "d2"], "language": ["en", "en"], "domain": "unit",
+                             "text": ["an evaluation passage nobody trains on", "passage 3 explains topic 21 in detail, with background, "
+                                      "history, examples and a short summary of related work"]}),
+        queries=pd.DataFrame({"query_id": ["q1"], "language": ["en"], "domain": "unit", "text": ["What does the held-out query say?"]}),
         qrels=pd.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "score": [1]}),
     )
 
@@ -47,6 +51,28 @@ def test_clean_pool_reports_every_drop():
     assert report.eval_overlap_exact == 1
     assert report.output_rows == 60 == len(cleaned)
     assert not {"dup-exact", "dup-near", "leak"} & set(cleaned["pair_id"])
+    assert "p3" in set(cleaned["pair_id"])  # its positive is corpus text no evaluation query is judged on: not leakage
+
+
+def test_leakage_is_an_evaluation_query_or_a_relevant_passage_exact_or_near():
+    from retrofit_pipeline.mixing import evaluation_leakage
+
+    pairs = pd.DataFrame({
+        "query": ["what does the held-out query say", "What does the held out query sayy?", "something else entirely",
+                  "an unrelated question"],
+        "positive": ["x y z", "x y z", "an evaluation passage nobody trains on!", "passage 3 explains topic 21 in detail, with background, "
+                     "history, examples and a short summary of related work"],
+    })
+    exact, near = evaluation_leakage(pairs, _evaluation(), near_duplicate_threshold=0.7)
+    assert exact.tolist() == [True, False, True, False]
+    assert near.tolist() == [False, True, False, False]  # a near-duplicate of the query; the shared corpus passage is fine
+
+
+def test_held_out_domains_never_reach_the_pool():
+    pool = _pool()
+    pool.loc[pool.index[:10], "domain"] = "encyclopedia"
+    cleaned, report = clean_pool(pool, _evaluation(), held_out_domains=["encyclopedia"])
+    assert report.held_out_domain_rows == 10 and "encyclopedia" not in set(cleaned["domain"])
 
 
 def test_task_diverse_balances_tasks_and_language_diverse_balances_languages():

@@ -11,7 +11,7 @@ from ..config import load_config
 from ..sources import incoming_files
 from .partitions import data_scale_partitions
 
-_SHARED = AssetSelection.assets("raw_corpora", "evaluation_set", "base_model_scores")
+_SHARED = AssetSelection.assets("raw_corpora", "evaluation_set", "training_pool", "base_model_scores")
 _PER_SCALE = AssetSelection.assets("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores")
 
 prepare_job = define_asset_job(

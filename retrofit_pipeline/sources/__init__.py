@@ -12,6 +12,7 @@ from ..schema import DataValidationError, EvaluationSet, validate_evaluation_set
 from . import huggingface
 
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
+SOURCE_KINDS = ("debian_manpages", "debian_docs", "wikipedia_summaries", "hf_pairs", "hf_tydi", "hf_parallel", "hf_retrieval", "local_pairs")
 
 
 def _field_holding_bad_bytes(line: bytes) -> str:
@@ -89,6 +90,14 @@ def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
         if man_root is None:
             man_root = fetch_packages(spec.get("packages", DEFAULT_PACKAGES), cache_dir / "debian-manpages")
         return build_manpage_corpus(Path(man_root), spec.get("languages"), float(spec.get("eval_fraction", 0.2)))
+    if kind == "debian_docs":
+        from .debian_docs import build_debian_docs
+
+        return build_debian_docs(spec, cache_dir)
+    if kind == "wikipedia_summaries":
+        from .wikipedia_summaries import build_wikipedia_summaries
+
+        return build_wikipedia_summaries(spec, cache_dir)
     if kind == "hf_pairs":
         return huggingface.load_hf_pairs(spec), None, {}
     if kind == "hf_tydi":
@@ -100,7 +109,7 @@ def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
         return huggingface.retrieval_to_pairs(retrieval, spec.get("source", "hf_retrieval")), None, {}
     if kind == "local_pairs":
         return read_local_pairs(Path(spec["path"])), None, {}
-    raise ValueError(f"raw source kind {kind!r} is not known; use debian_manpages, hf_pairs, hf_tydi, hf_parallel, hf_retrieval or local_pairs")
+    raise ValueError(f"raw source kind {kind!r} is not known; use one of {', '.join(SOURCE_KINDS)}")
 
 
 def combine_evaluation_sets(sets: list[EvaluationSet], label: str) -> EvaluationSet:
@@ -113,8 +122,14 @@ def combine_evaluation_sets(sets: list[EvaluationSet], label: str) -> Evaluation
 
 
 def restrict_languages(evaluation: EvaluationSet, languages: list[str] | None) -> EvaluationSet:
+    """The evaluation set limited to the configured languages; a configured language without any
+    evaluation query is an error, not a row that silently disappears from the score table."""
     if not languages:
         return evaluation
+    missing = sorted(set(languages) - set(evaluation.queries["language"]))
+    if missing:
+        raise DataValidationError("evaluation sources", "-", "evaluation.languages",
+                                  f"no evaluation queries for {missing}; the evaluation data has {evaluation.languages}")
     queries = evaluation.queries[evaluation.queries["language"].isin(languages)]
     corpus = evaluation.corpus[evaluation.corpus["language"].isin(languages)]
     qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(queries["query_id"])]

@@ -103,26 +103,42 @@ def load_hf_pairs(spec: dict) -> pd.DataFrame:
     return validate_pairs(pd.DataFrame(rows), label)
 
 
+def _passage_text(passage: Any) -> Any:
+    """A Mr. TyDi / MIRACL passage dict ({docid, title, text}) as one text; a plain string as is."""
+    if isinstance(passage, dict):
+        text = passage.get("text")
+        return f"{passage.get('title', '')} {text}".strip() if isinstance(text, str) else text
+    return passage
+
+
 def load_hf_tydi(spec: dict) -> pd.DataFrame:
+    """One row per positive passage (rows of one query share its query_id, so none is treated as a
+    negative of another), with the dataset's own negatives (negative_passages) kept in the column
+    given_negatives for the negatives step to use."""
     label = _describe(spec)
     dataset = _limit(_load(spec, label), spec)
+    positives_field = spec.get("positives_field", "positive_passages")
+    negatives_field = spec.get("negatives_field", "negative_passages")
+    source = spec.get("source", label)
     rows = []
     for index, row in enumerate(dataset):
-        positives = _field(row, spec.get("positives_field", "positive_passages"), label, index)
+        positives = _field(row, positives_field, label, index)
         if not positives:
-            raise DataValidationError(label, index, spec.get("positives_field", "positive_passages"), "query has no positive passage")
-        passage = positives[0]
-        text = passage.get("text") if isinstance(passage, dict) else passage
-        title = passage.get("title", "") if isinstance(passage, dict) else ""
-        rows.append({
-            "pair_id": f"{spec.get('source', label)}:{_field(row, spec.get('id_field', 'query_id'), label, index)}",
-            "query": _field(row, spec.get("query_field", "query"), label, index),
-            "positive": f"{title} {text}".strip() if isinstance(text, str) else text,
-            "language": spec.get("language"),
-            "passage_language": spec.get("language"),
-            "task_type": spec.get("task_type", "question_answering"),
-            "source": spec.get("source", label),
-        })
+            raise DataValidationError(label, index, positives_field, "query has no positive passage")
+        query_id = f"{source}:{_field(row, spec.get('id_field', 'query_id'), label, index)}"
+        given_negatives = [_passage_text(p) for p in (row.get(negatives_field) or [])] if isinstance(row, dict) else []
+        for number, passage in enumerate(positives):
+            rows.append({
+                "pair_id": f"{query_id}:{number}",
+                "query_id": query_id,
+                "query": _field(row, spec.get("query_field", "query"), label, index),
+                "positive": _passage_text(passage),
+                "language": spec.get("language"),
+                "passage_language": spec.get("language"),
+                "task_type": spec.get("task_type", "question_answering"),
+                "source": source,
+                "given_negatives": given_negatives,
+            })
     return validate_pairs(pd.DataFrame(rows), label)
 
 
@@ -179,6 +195,7 @@ def retrieval_to_pairs(evaluation: EvaluationSet, source: str, task_type: str = 
     )
     frame = pd.DataFrame({
         "pair_id": source + ":" + merged["query_id"] + ":" + merged["doc_id"],
+        "query_id": source + ":" + merged["query_id"],
         "query": merged["text"], "positive": merged["positive"], "language": merged["language"],
         "passage_language": merged["passage_language"], "task_type": task_type, "source": source,
     })

@@ -60,31 +60,53 @@ def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: Ret
     })
 
 
-@asset(group_name="data", kinds={"pandas", "parquet"}, partitions_def=data_scale_partitions, deps=["raw_corpora", "evaluation_set"])
+@asset(group_name="data", kinds={"pandas", "parquet"}, deps=["raw_corpora", "evaluation_set"])
+def training_pool(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
+    """Every raw pair training may use: the held-out (out-of-domain) domains removed, exact and
+    near-duplicates removed, and every pair that leaks an evaluation query or a passage judged
+    relevant for one removed. Computed once per raw-data version; every data scale samples from it."""
+    config, paths = settings.pipeline(), settings.paths()
+    started = time.perf_counter()
+    cleaned, report = clean_pool(pd.read_parquet(paths.raw_pairs), read_evaluation(settings), config.mixture.near_duplicate_threshold,
+                                 config.mixture.seed, config.evaluation.held_out_domains)
+    write_parquet(cleaned, paths.training_pool)
+    write_json(report.as_dict(), paths.training_pool.with_suffix(".cleaning.json"))
+    context.log.info(f"cleaning: {report.as_dict()}")
+    return MaterializeResult(metadata={
+        "rows": len(cleaned),
+        "held_out_domains": MetadataValue.json(list(config.evaluation.held_out_domains)),
+        "rows_by_domain": MetadataValue.json(cleaned.groupby("domain").size().to_dict()),
+        "rows_by_language_and_task": MetadataValue.md(_counts_table(cleaned, "language", "task_type")),
+        "dropped_held_out_domain": report.held_out_domain_rows,
+        "dropped_exact_duplicates": report.exact_duplicates,
+        "dropped_near_duplicates": report.near_duplicates,
+        "dropped_eval_overlap_exact": report.eval_overlap_exact,
+        "dropped_eval_overlap_near": report.eval_overlap_near,
+        "seconds": round(time.perf_counter() - started, 1),
+        "path": MetadataValue.path(str(paths.training_pool)),
+    })
+
+
+@asset(group_name="data", kinds={"pandas", "parquet"}, partitions_def=data_scale_partitions, deps=[training_pool])
 def training_mixture(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
-    """A training set of the partition's size, mixed by the configured policy after exact and
-    near-duplicate removal and removal of anything overlapping the evaluation set."""
+    """A training set of the partition's size, sampled from the cleaned training pool by the
+    configured mixture policy."""
     config, paths = settings.pipeline(), settings.paths()
     scale = context.partition_key
-    pool = pd.read_parquet(paths.raw_pairs)
-    cleaned, report = clean_pool(pool, read_evaluation(settings), config.mixture.near_duplicate_threshold, config.mixture.seed)
+    cleaned = pd.read_parquet(paths.training_pool)
     size = config.pairs_for_scale(scale)
     if size > len(cleaned):
         context.log.warning(f"scale {scale} asks for {size} pairs but only {len(cleaned)} remain after cleaning; using all")
     mixture = sample_mixture(cleaned, size, config.mixture.policy, config.mixture.seed)
     write_parquet(mixture, paths.mixture(scale))
-    write_json(report.as_dict(), paths.mixture(scale).with_suffix(".cleaning.json"))
     summary = mixture_summary(mixture)
-    context.log.info(f"cleaning: {report.as_dict()}")
     return MaterializeResult(metadata={
         "rows": summary["rows"],
         "policy": config.mixture.policy,
         "rows_by_task": MetadataValue.json(summary["by_task"]),
         "rows_by_language": MetadataValue.json(summary["by_language"]),
+        "rows_by_domain": MetadataValue.json(summary["by_domain"]),
+        "distinct_queries": int(mixture["query_id"].nunique()),
         "rows_by_language_and_task": MetadataValue.md(_counts_table(mixture, "language", "task_type")),
-        "dropped_exact_duplicates": report.exact_duplicates,
-        "dropped_near_duplicates": report.near_duplicates,
-        "dropped_eval_overlap_exact": report.eval_overlap_exact,
-        "dropped_eval_overlap_near": report.eval_overlap_near,
         "path": MetadataValue.path(str(paths.mixture(scale))),
     })

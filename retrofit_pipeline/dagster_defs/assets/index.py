@@ -5,6 +5,7 @@ import time
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ...encoder import encode_texts, load_encoder
+from ...evaluation import subset_name
 from ...indexing import build_index, gpu_available, recall_against_exact, save_index
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
@@ -28,7 +29,8 @@ def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> M
     # An approximate index (IVF/HNSW/PQ) reports how much of the exact top-10 it still finds.
     probe = embeddings[:: max(1, len(embeddings) // 500)]
     recall_at_10 = 1.0 if config.index_factory == "Flat" else recall_against_exact(index, embeddings, probe, k=10)
-    save_index(index, evaluation.corpus["doc_id"].tolist(), evaluation.corpus["language"].tolist(), paths.index(scale), {
+    subsets = [subset_name(d, lang) for d, lang in zip(evaluation.corpus["domain"], evaluation.corpus["language"])]
+    save_index(index, evaluation.corpus["doc_id"].tolist(), subsets, paths.index(scale), {
         "factory": config.index_factory, "dimension": int(embeddings.shape[1]), "size": int(index.ntotal),
         "checkpoint": str(paths.checkpoint(scale)), "passage_prefix": config.training.passage_prefix,
     })

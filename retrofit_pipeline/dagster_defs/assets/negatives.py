@@ -9,21 +9,26 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from ...artifact_io import write_json, write_parquet
 from ...encoder import encode_texts, load_encoder
 from ...indexing import gpu_available
-from ...mining import attach_negatives, mine_negatives
+from ...mining import attach_negatives, extra_pool_passages, mine_negatives, other_positives_by_row
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from .data import training_mixture
 
 
-@asset(group_name="training", kinds={"faiss", "parquet"}, partitions_def=data_scale_partitions, deps=[training_mixture])
+@asset(group_name="training", kinds={"faiss", "parquet"}, partitions_def=data_scale_partitions, deps=[training_mixture, "training_pool"])
 def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
-    """k negatives per query from a rank window of the base encoder's FAISS ranking, with
-    candidates scoring above max_relative_score x the positive's score dropped as likely false
-    negatives. strategy bm25 / random / none give the paper's negatives ablation."""
+    """k negatives per query from a rank window [range_min, range_max) of the base encoder's FAISS
+    ranking over the passage pool (the mixture's positives, plus the training pool's passages of
+    the same domains with `pool: raw`), every positive of the same query excluded, and candidates
+    scoring too close to the positive dropped as likely false negatives (margins). strategy
+    bm25 / random / none give the paper's negatives ablation."""
     config, paths = settings.pipeline(), settings.paths()
     scale = context.partition_key
     mixture = pd.read_parquet(paths.mixture(scale))
+    training_pool = pd.read_parquet(paths.training_pool)
     mining = config.negatives
+    other_positives = other_positives_by_row(mixture, training_pool)
+    corpus = extra_pool_passages(mixture, training_pool, mining.pool_max_passages, mining.seed) if mining.pool == "raw" else None
     started = time.perf_counter()
     encoders = {}
     if mining.strategy == "dense":
@@ -38,9 +43,10 @@ def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -
         }
     negatives, ranks, report = mine_negatives(
         mixture["query"].tolist(), mixture["positive"].tolist(), mining,
-        work_dir=paths.mining_work(scale), use_gpu=gpu_available(), **encoders,
+        work_dir=paths.mining_work(scale), use_gpu=gpu_available(), corpus=corpus, other_positives=other_positives,
+        given_negatives=mixture["given_negatives"].tolist() if "given_negatives" in mixture else None, **encoders,
     )
-    result = attach_negatives(mixture, negatives, ranks)
+    result = attach_negatives(mixture, negatives, ranks, other_positives)
     write_parquet(result, paths.negatives(scale))
     write_json(report.as_dict(), paths.negatives(scale).with_suffix(".report.json"))
     rank_values = [r for row in ranks for r in row if r >= 0]
@@ -53,8 +59,12 @@ def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -
         "mean_negative_rank": MetadataValue.float(float(np.mean(rank_values)) if rank_values else float("nan")),
         "share_filtered_as_false_negatives": MetadataValue.float(report.false_negative_share),
         "queries_padded_with_random": report.queries_padded_with_random,
+        "queries_with_mined_negative": report.queries_with_mined_negative,
+        "excluded_same_query_positives": report.excluded_same_query_positives,
         "rank_window": f"[{mining.range_min}, {mining.range_max})",
-        "max_relative_score": mining.max_relative_score,
+        "false_negative_rule": MetadataValue.json({"relative_margin": mining.relative_margin, "absolute_margin": mining.absolute_margin,
+                                                   "max_score": mining.max_score}),
+        "score_percentiles": MetadataValue.json(report.extra),
         "seconds": round(time.perf_counter() - started, 1),
         "path": MetadataValue.path(str(paths.negatives(scale))),
     })
