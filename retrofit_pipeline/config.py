@@ -33,6 +33,8 @@ class MixtureSettings:
 class EvaluationSettings:
     sources: list[dict] = field(default_factory=list)  # empty: use the held-out split of raw_sources
     languages: list[str] | None = None
+    domains: list[str] | None = None  # the domains scored (default: every domain with evaluation data)
+    max_corpus_per_language: int | None = None  # per domain and language: judged documents + seeded distractors up to this
     # Domains kept out of training altogether and scored as out-of-domain (leave-one-domain-out):
     # the retrofit must not fall below its base there (the forgetting check).
     held_out_domains: list[str] = field(default_factory=list)
@@ -44,7 +46,7 @@ class EvaluationSettings:
     mteb_languages: list[str] | None = None  # ISO 639-1
     mteb_retrieval_only: bool = True
     mteb_dataset_overrides: dict[str, str] = field(default_factory=dict)
-    max_queries_per_language: int | None = 200
+    max_queries_per_language: int | None = 200  # per domain and language, drawn by seed
     batch_size: int = 64
 
 

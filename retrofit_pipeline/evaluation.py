@@ -21,12 +21,18 @@ from .schema import EvaluationSet
 
 # ISO 639-1 -> mteb's ISO 639-3 + script code.
 MTEB_LANGUAGES = {
-    "ar": "ara-Arab", "bn": "ben-Beng", "de": "deu-Latn", "en": "eng-Latn", "es": "spa-Latn", "fa": "fas-Arab",
-    "fi": "fin-Latn", "fr": "fra-Latn", "hi": "hin-Deva", "id": "ind-Latn", "it": "ita-Latn", "ja": "jpn-Jpan",
-    "ko": "kor-Hang", "nl": "nld-Latn", "pl": "pol-Latn", "pt": "por-Latn", "ru": "rus-Cyrl", "sw": "swa-Latn",
-    "te": "tel-Telu", "th": "tha-Thai", "tr": "tur-Latn", "uk": "ukr-Cyrl", "vi": "vie-Latn", "yo": "yor-Latn",
-    "zh": "zho-Hans", "zh-cn": "zho-Hans", "zh-tw": "zho-Hant", "cs": "ces-Latn", "sv": "swe-Latn", "he": "heb-Hebr",
-    "el": "ell-Grek", "hu": "hun-Latn", "ro": "ron-Latn", "da": "dan-Latn", "no": "nor-Latn", "ms": "msa-Latn",
+    "af": "afr-Latn", "an": "arg-Latn", "ar": "ara-Arab", "as": "asm-Beng", "az": "aze-Latn", "be": "bel-Cyrl", "be-latn": "bel-Latn",
+    "bg": "bul-Cyrl", "bn": "ben-Beng", "bs": "bos-Latn", "ca": "cat-Latn", "cs": "ces-Latn", "cy": "cym-Latn", "da": "dan-Latn",
+    "de": "deu-Latn", "dz": "dzo-Tibt", "el": "ell-Grek", "en": "eng-Latn", "eo": "epo-Latn", "es": "spa-Latn", "et": "est-Latn",
+    "eu": "eus-Latn", "fa": "fas-Arab", "fi": "fin-Latn", "fr": "fra-Latn", "ga": "gle-Latn", "gd": "gla-Latn", "gl": "glg-Latn",
+    "gu": "guj-Gujr", "he": "heb-Hebr", "hi": "hin-Deva", "hr": "hrv-Latn", "hu": "hun-Latn", "hy": "hye-Armn", "id": "ind-Latn",
+    "is": "isl-Latn", "it": "ita-Latn", "ja": "jpn-Jpan", "ka": "kat-Geor", "kk": "kaz-Cyrl", "km": "khm-Khmr", "kn": "kan-Knda",
+    "ko": "kor-Hang", "lt": "lit-Latn", "lv": "lav-Latn", "mk": "mkd-Cyrl", "ml": "mal-Mlym", "mn": "mon-Cyrl", "mr": "mar-Deva",
+    "ms": "msa-Latn", "my": "mya-Mymr", "nb": "nob-Latn", "ne": "nep-Deva", "nl": "nld-Latn", "nn": "nno-Latn", "no": "nor-Latn",
+    "oc": "oci-Latn", "or": "ory-Orya", "pa": "pan-Guru", "pl": "pol-Latn", "pt": "por-Latn", "pt-br": "por-Latn", "ro": "ron-Latn",
+    "ru": "rus-Cyrl", "sk": "slk-Latn", "sl": "slv-Latn", "sq": "sqi-Latn", "sr": "srp-Cyrl", "sr-latn": "srp-Latn", "sv": "swe-Latn",
+    "sw": "swa-Latn", "ta": "tam-Taml", "te": "tel-Telu", "tg": "tgk-Cyrl", "th": "tha-Thai", "tr": "tur-Latn", "ug": "uig-Arab",
+    "uk": "ukr-Cyrl", "vi": "vie-Latn", "xh": "xho-Latn", "yo": "yor-Latn", "zh": "zho-Hans", "zh-cn": "zho-Hans", "zh-tw": "zho-Hant",
 }
 REPORTED_METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "ndcg_at_1")
 
@@ -68,18 +74,31 @@ def subset_name(domain: str, language: str) -> str:
     return f"{domain}.{language}"
 
 
-def sample_queries(evaluation: EvaluationSet, max_queries_per_subset: int | None, seed: int = 13) -> EvaluationSet:
-    """At most `max_queries_per_subset` queries per (domain, language), drawn by seed; the corpus is
-    kept whole. Every model of an experiment is scored on exactly these queries."""
-    if not max_queries_per_subset:
-        return evaluation
-    chosen = [
-        group.sample(n=max_queries_per_subset, random_state=seed) if len(group) > max_queries_per_subset else group
-        for _, group in evaluation.queries.groupby(["domain", "language"], sort=True)
-    ]
-    queries = pd.concat(chosen).sort_index()
-    qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(set(queries["query_id"]))]
-    return EvaluationSet(evaluation.corpus, queries.reset_index(drop=True), qrels.reset_index(drop=True))
+def sample_evaluation(evaluation: EvaluationSet, max_queries_per_subset: int | None, max_corpus_per_subset: int | None = None,
+                      seed: int = 13) -> EvaluationSet:
+    """At most `max_queries_per_subset` queries per (domain, language), drawn by seed, and, when
+    `max_corpus_per_subset` is set, a corpus of every document judged for those queries plus other
+    documents of the subset (drawn by seed) up to that size: distractors rather than the whole
+    held-out corpus, to bound encoding time on a CPU. Every model of an experiment is scored on
+    exactly this set (its fingerprint is recorded with the scores)."""
+    queries, corpus = [], []
+    judged = evaluation.qrels.groupby("query_id")["doc_id"].agg(set)
+    for (domain, language), group in evaluation.queries.groupby(["domain", "language"], sort=True):
+        if max_queries_per_subset and len(group) > max_queries_per_subset:
+            group = group.sample(n=max_queries_per_subset, random_state=seed)
+        queries.append(group)
+        documents = evaluation.corpus[(evaluation.corpus["domain"] == domain) & (evaluation.corpus["language"] == language)]
+        if max_corpus_per_subset and len(documents) > max_corpus_per_subset:
+            needed = set().union(*(judged.get(q, set()) for q in group["query_id"]))
+            is_needed = documents["doc_id"].isin(needed)
+            others = documents[~is_needed]
+            room = max(0, max_corpus_per_subset - int(is_needed.sum()))
+            documents = pd.concat([documents[is_needed], others.sample(n=min(room, len(others)), random_state=seed)])
+        corpus.append(documents)
+    queries = pd.concat(queries).sort_index().reset_index(drop=True)
+    corpus = pd.concat(corpus).sort_index().reset_index(drop=True)
+    qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(set(queries["query_id"])) & evaluation.qrels["doc_id"].isin(set(corpus["doc_id"]))]
+    return EvaluationSet(corpus, queries, qrels.reset_index(drop=True))
 
 
 def evaluation_fingerprint(evaluation: EvaluationSet) -> str:

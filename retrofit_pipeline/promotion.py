@@ -17,6 +17,10 @@ from typing import Callable
 
 from .artifact_io import atomic_directory, read_json, write_json
 
+# Re-encoding the same model in other batches moves nDCG@10 by float noise (~1e-6): a difference this
+# small is a tie, not a regression.
+TIE_TOLERANCE = 1e-4
+
 
 @dataclass
 class Candidate:
@@ -66,7 +70,7 @@ def decide(candidates: list[Candidate], current: dict | None, rescore_current: C
         if rescore_current is None:
             return PromotionDecision(False, "the current model was scored on another evaluation set and cannot be re-scored", best, current_mean)
         current_mean, how = rescore_current(), "re-scored on this evaluation set"
-    if best.mean_ndcg_at_10 < current_mean:
+    if best.mean_ndcg_at_10 < current_mean - TIE_TOLERANCE:
         return PromotionDecision(False, f"best candidate {best.scale} ({best.mean_ndcg_at_10:.4f}) is below current ({current_mean:.4f}, {how})",
                                  best, current_mean)
     return PromotionDecision(True, f"{best.scale} ({best.mean_ndcg_at_10:.4f}) is not below current ({current_mean:.4f}, {how})", best, current_mean)

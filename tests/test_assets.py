@@ -61,7 +61,7 @@ def test_raw_corpora_and_evaluation_set(full_chain, paths):
     raw = pd.read_parquet(paths.raw_pairs)
     assert list(raw.columns) == PAIR_COLUMNS and len(raw) == 240
     meta = _metadata(full_chain["raw"], "evaluation_set")
-    assert meta["queries"] == 75 and meta["languages"] == ["de", "fr", "ru"]
+    assert meta["queries"] == 120 and meta["languages"] == ["de", "fr", "ru"]
 
 
 def test_training_mixture_has_partition_size_and_no_leakage(full_chain, paths):
@@ -94,7 +94,7 @@ def test_encoder_checkpoint(full_chain, paths):
 
 def test_faiss_index(full_chain, paths):
     index = faiss.read_index(str(paths.index("small") / "index.faiss"))
-    assert index.ntotal == 75 and index.d == 64
+    assert index.ntotal == 120 and index.d == 64
     assert _checks(full_chain["faiss_index"])[("faiss_index", "index_covers_corpus")]
 
 
@@ -123,6 +123,7 @@ def test_retrieval_scores(full_chain, paths):
     meta = _metadata(full_chain["retrieval_scores"], "retrieval_scores")
     assert "**mean**" in meta["score_table"] and "95% CI" in meta["score_table"] and "ndcg_at_10/synthetic/ru" in meta
     assert re.fullmatch(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", meta["gain_95ci/in-domain"])
+    assert meta["corpus_embeddings_reused_from_index"] == 120  # mteb was served the index's vectors, not a second encoding
 
 
 def test_quality_checks_fail_on_a_regression():

@@ -6,7 +6,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 from ..comparison import IN_DOMAIN, OUT_OF_DOMAIN
 from ..mixing import evaluation_leakage
 from ..indexing import load_index
-from .assets.data import read_evaluation, training_mixture
+from .assets.data import read_evaluation, scored_evaluation, training_mixture
 from .assets.index import faiss_index
 from .assets.negatives import hard_negatives
 from .assets.scores import retrieval_scores
@@ -41,7 +41,7 @@ def negatives_differ_from_positive(context: AssetCheckExecutionContext, settings
 @asset_check(asset=faiss_index, description="The index holds exactly one vector per evaluation document.")
 def index_covers_corpus(context: AssetCheckExecutionContext, settings: RetrofitSettings) -> AssetCheckResult:
     index, doc_ids, _ = load_index(settings.paths().index(context.partition_key))
-    corpus = read_evaluation(settings).corpus
+    corpus = scored_evaluation(settings).corpus
     passed = index.ntotal == len(corpus) and doc_ids == corpus["doc_id"].tolist()
     return AssetCheckResult(passed=passed, metadata={"vectors": int(index.ntotal), "documents": len(corpus)})
 

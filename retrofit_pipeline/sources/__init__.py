@@ -12,7 +12,7 @@ from ..schema import DataValidationError, EvaluationSet, validate_evaluation_set
 from . import huggingface
 
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
-SOURCE_KINDS = ("debian_manpages", "debian_docs", "wikipedia_summaries", "hf_pairs", "hf_tydi", "hf_parallel", "hf_retrieval", "local_pairs")
+SOURCE_KINDS = ("debian_manpages", "debian_docs", "gettext_catalogs", "wikipedia_summaries", "hf_pairs", "hf_tydi", "hf_parallel", "hf_retrieval", "local_pairs")
 
 
 def _field_holding_bad_bytes(line: bytes) -> str:
@@ -90,6 +90,10 @@ def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
         if man_root is None:
             man_root = fetch_packages(spec.get("packages", DEFAULT_PACKAGES), cache_dir / "debian-manpages")
         return build_manpage_corpus(Path(man_root), spec.get("languages"), float(spec.get("eval_fraction", 0.2)))
+    if kind == "gettext_catalogs":
+        from .gettext_catalogs import build_gettext_catalogs
+
+        return build_gettext_catalogs(spec, cache_dir)
     if kind == "debian_docs":
         from .debian_docs import build_debian_docs
 
@@ -121,17 +125,18 @@ def combine_evaluation_sets(sets: list[EvaluationSet], label: str) -> Evaluation
     return validate_evaluation_set(combined, label)
 
 
-def restrict_languages(evaluation: EvaluationSet, languages: list[str] | None) -> EvaluationSet:
-    """The evaluation set limited to the configured languages; a configured language without any
-    evaluation query is an error, not a row that silently disappears from the score table."""
-    if not languages:
-        return evaluation
-    missing = sorted(set(languages) - set(evaluation.queries["language"]))
-    if missing:
-        raise DataValidationError("evaluation sources", "-", "evaluation.languages",
-                                  f"no evaluation queries for {missing}; the evaluation data has {evaluation.languages}")
-    queries = evaluation.queries[evaluation.queries["language"].isin(languages)]
-    corpus = evaluation.corpus[evaluation.corpus["language"].isin(languages)]
+def restrict_evaluation(evaluation: EvaluationSet, languages: list[str] | None, domains: list[str] | None = None) -> EvaluationSet:
+    """The evaluation set limited to the configured languages and domains; a configured language or
+    domain without any evaluation query is an error, not a row that silently disappears."""
+    queries, corpus = evaluation.queries, evaluation.corpus
+    for field, wanted in (("language", languages), ("domain", domains)):
+        if not wanted:
+            continue
+        missing = sorted(set(wanted) - set(queries[field]))
+        if missing:
+            raise DataValidationError("evaluation sources", "-", f"evaluation.{field}s",
+                                      f"no evaluation queries for {missing}; the evaluation data has {sorted(queries[field].unique())}")
+        queries, corpus = queries[queries[field].isin(wanted)], corpus[corpus[field].isin(wanted)]
     qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(queries["query_id"])]
     return EvaluationSet(corpus.reset_index(drop=True), queries.reset_index(drop=True), qrels.reset_index(drop=True))
 

@@ -8,7 +8,8 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 from ...artifact_io import write_json, write_parquet
 from ...mixing import clean_pool, mixture_summary, sample_mixture
 from ...schema import EvaluationSet
-from ...sources import load_raw_sources, restrict_languages
+from ...evaluation import sample_evaluation
+from ...sources import load_raw_sources, restrict_evaluation
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 
@@ -16,6 +17,13 @@ from ..resources import RetrofitSettings
 def read_evaluation(settings: RetrofitSettings) -> EvaluationSet:
     directory = settings.paths().evaluation
     return EvaluationSet(*(pd.read_parquet(directory / f"{part}.parquet") for part in ("corpus", "queries", "qrels")))
+
+
+def scored_evaluation(settings: RetrofitSettings) -> EvaluationSet:
+    """The evaluation set every model of the experiment is scored (and indexed) on: queries and,
+    when configured, corpus sampled by seed from evaluation_set."""
+    config = settings.pipeline()
+    return sample_evaluation(read_evaluation(settings), config.evaluation.max_queries_per_language, config.evaluation.max_corpus_per_language)
 
 
 def _counts_table(frame: pd.DataFrame, rows: str, columns: str) -> str:
@@ -36,7 +44,7 @@ def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: Ret
     config, paths = settings.pipeline(), settings.paths()
     started = time.perf_counter()
     pairs, evaluation, stats = load_raw_sources(config.raw_sources, config.evaluation.sources, paths.cache, config.incoming_dir)
-    evaluation = restrict_languages(evaluation, config.evaluation.languages)
+    evaluation = restrict_evaluation(evaluation, config.evaluation.languages, config.evaluation.domains)
     write_parquet(pairs, paths.raw_pairs)
     for part in ("corpus", "queries", "qrels"):
         write_parquet(getattr(evaluation, part), paths.evaluation / f"{part}.parquet")

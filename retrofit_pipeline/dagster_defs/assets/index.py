@@ -10,15 +10,16 @@ from ...indexing import build_index, gpu_available, recall_against_exact, save_i
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from .checkpoint import encoder_checkpoint
-from .data import read_evaluation
+from .data import scored_evaluation
 
 
 @asset(group_name="evaluation", kinds={"faiss"}, partitions_def=data_scale_partitions, deps=[encoder_checkpoint, "evaluation_set"])
 def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
-    """Exact inner-product index by default (index_factory in the config for IVF/HNSW/PQ); on the GPU when faiss sees one."""
+    """The scored evaluation corpus (evaluation_set, sampled as configured) embedded by the
+    partition's checkpoint. Exact inner-product index by default (index_factory in the config for IVF/HNSW/PQ); on the GPU when faiss sees one."""
     config, paths = settings.pipeline(), settings.paths()
     scale = context.partition_key
-    evaluation = read_evaluation(settings)
+    evaluation = scored_evaluation(settings)
     model = load_encoder(str(paths.checkpoint(scale)), device=config.training.device, max_length=config.training.max_passage_length)
     started = time.perf_counter()
     embeddings = encode_texts(model, evaluation.corpus["text"].tolist(), config.training.passage_prefix,
@@ -33,7 +34,7 @@ def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> M
     save_index(index, evaluation.corpus["doc_id"].tolist(), subsets, paths.index(scale), {
         "factory": config.index_factory, "dimension": int(embeddings.shape[1]), "size": int(index.ntotal),
         "checkpoint": str(paths.checkpoint(scale)), "passage_prefix": config.training.passage_prefix,
-    })
+    }, embeddings=embeddings)
     return MaterializeResult(metadata={
         "vectors": int(index.ntotal),
         "dimension": int(embeddings.shape[1]),
