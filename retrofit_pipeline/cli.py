@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import CONFIG_ENV, REPO_ROOT
@@ -22,10 +23,11 @@ def _instance():
     return DagsterInstance.get()
 
 
-def run(config_path: str | None, scales: list[str] | None, device: str) -> int:
+def run(config_path: str | None, scales: list[str] | None, device: str, verbose: bool = False) -> int:
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     # Imported after the config is chosen: the partitions are read from it.
+    from .cli_output import quiet_terminal, run_logger
     from .config import load_config
     from .definitions import defs
     from .paths import ArtifactPaths
@@ -40,17 +42,24 @@ def run(config_path: str | None, scales: list[str] | None, device: str) -> int:
         print(f"retrofit run: {error}", file=sys.stderr)
         return 2
     instance = _instance()
+    paths = ArtifactPaths(config.experiment_dir)
+    log_file = paths.root / "logs" / f"retrofit-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    print(f"experiment {config.name!r}; the full log (Dagster debug, warnings, progress): {log_file}", flush=True)
     resources = {"settings": defs.resources["settings"].model_copy(update={"device": device})} if device != "auto" else None
     runs = [("prepare_job", None)] + [("retrofit_job", scale) for scale in scales] + [("report_job", None)]
-    for job_name, scale in runs:
-        label = f"data scale {scale} ({sizes[scale]} pairs)" if scale else "shared assets"
-        print(f"== {job_name}, experiment {config.name!r}, {label}", flush=True)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=scale, instance=instance, raise_on_error=False, resources=resources)
-        if not result.success:
-            print(f"{job_name} failed ({label}); see the log above or the run in `dagster dev`.", file=sys.stderr)
-            return 1
-    paths = ArtifactPaths(config.experiment_dir)
+    with quiet_terminal(log_file, verbose) as console:
+        loggers = {"console": run_logger(log_file, console, verbose)}  # the log file, and a line per step
+        for job_name, scale in runs:
+            label = f"data scale {scale} ({sizes[scale]} pairs)" if scale else "shared assets"
+            print(f"== {job_name}, {label}", file=console, flush=True)
+            result = defs.resolve_job_def(job_name).with_logger_defs(loggers).execute_in_process(
+                run_config={"loggers": {"console": {}}},  # a job's loggers start only when its run config names them
+                partition_key=scale, instance=instance, raise_on_error=False, resources=resources)
+            if not result.success:
+                print(f"{job_name} failed ({label}); the error is above, the full log in {log_file}, "
+                      "the run in `dagster dev`.", file=console, flush=True)
+                return 1
     print("\nArtifacts")
     for scale in scales:
         print(f"  checkpoint [{scale}]:  {paths.checkpoint(scale)}")
@@ -58,7 +67,8 @@ def run(config_path: str | None, scales: list[str] | None, device: str) -> int:
         print(f"  score table [{scale}]: {paths.scores(scale) / 'score_table.md'}")
     print(f"  data-scale report:   {paths.report}")
     for scale in scales:
-        print(f"\nnDCG@10 on the held-out set, base vs retrofitted ({config.name}, {scale}):\n")
+        print(f"\nnDCG@10, base vs retrofitted ({config.name}, {scale}), in-domain and out-of-domain, "
+              "with the paired bootstrap 95 % interval of each gain:\n")
         print((paths.scores(scale) / "score_table.md").read_text(encoding="utf-8"))
     return 0
 
@@ -70,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--config", help=f"preset YAML (default: ${CONFIG_ENV} or assets/presets/default.yaml)")
     run_parser.add_argument("--scale", action="append", help="data-scale partition key; repeat, or 'all' (default: the preset's default_scale)")
     run_parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run_parser.add_argument("--verbose", action="store_true", help="show Dagster's log, warnings and progress bars on the terminal too")
     args = parser.parse_args(argv)
-    return run(args.config, args.scale, args.device)
+    return run(args.config, args.scale, args.device, args.verbose)
 
 
 if __name__ == "__main__":

@@ -80,11 +80,12 @@ def tokenize(model: SentenceTransformer, texts: list[str], max_length: int) -> d
     return model.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
-def embed_batch(model: SentenceTransformer, features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sentence embeddings (L2-normalized) through the model's own modules, with gradients if enabled."""
+def embed_batch(model: SentenceTransformer, features: dict[str, torch.Tensor], forward: torch.nn.Module | None = None) -> torch.Tensor:
+    """Sentence embeddings (L2-normalized) through the model's own modules, with gradients if
+    enabled; `forward` is the module to call instead (the DistributedDataParallel wrapper)."""
     device = model.device
     features = {k: v.to(device) for k, v in features.items()}
-    output = model(features)["sentence_embedding"]
+    output = (forward or model)(features)["sentence_embedding"]
     return torch.nn.functional.normalize(output.float(), dim=-1)
 
 
@@ -129,18 +130,19 @@ def encode_texts(
     return result
 
 
-def serve_cached_documents(model: SentenceTransformer, texts: list[str], embeddings: np.ndarray, prompt: str) -> dict:
-    """Makes `model.encode_document` (what mteb calls for a retrieval corpus) answer from
-    embeddings this model already computed for `texts` with `prompt` (the FAISS index's), instead
-    of encoding the corpus a second time. A call with other texts or another prompt is encoded as
-    usual. Returns live counters {"served": ..., "encoded": ...} for the run's metadata."""
+def serve_cached_embeddings(model: SentenceTransformer, kind: str, texts: list[str], embeddings: np.ndarray | None, prompt: str) -> dict:
+    """Makes `model.encode_document` (kind "document": what mteb calls for a retrieval corpus) or
+    `model.encode_query` (kind "query") answer from embeddings this model already computed for
+    `texts` with `prompt`, instead of encoding them a second time. A call with other texts or
+    another prompt is encoded as usual. Returns live counters {"served", "encoded"} for metadata."""
     counts = {"served": 0, "encoded": 0}
     if embeddings is None:
         return counts
-    original = model.encode_document
+    method = {"document": "encode_document", "query": "encode_query"}[kind]
+    original = getattr(model, method)
     row_of = {text: row for row, text in enumerate(texts)}
 
-    def encode_document(sentences, prompt=None, convert_to_tensor=False, **kwargs):
+    def encode(sentences, prompt=None, convert_to_tensor=False, **kwargs):
         if prompt == cached_prompt and not convert_to_tensor and all(text in row_of for text in sentences):
             counts["served"] += len(sentences)
             return embeddings[[row_of[text] for text in sentences]]
@@ -148,5 +150,5 @@ def serve_cached_documents(model: SentenceTransformer, texts: list[str], embeddi
         return original(sentences, prompt=prompt, convert_to_tensor=convert_to_tensor, **kwargs)
 
     cached_prompt = prompt
-    model.encode_document = encode_document
+    setattr(model, method, encode)
     return counts

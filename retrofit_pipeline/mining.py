@@ -30,11 +30,16 @@ class MiningSettings:
     range_min: int = 0  # first rank (0-based, the query's positives not counted) a negative may come from
     range_max: int = 50  # ranks below this one (exclusive) may be chosen
     # False-negative filter, defined for every sign of the score: a candidate is dropped when it
-    # scores above positive - relative_margin * |positive| (sentence-transformers' relative_margin,
-    # made sign-aware), above positive - absolute_margin, or above max_score. None turns a rule off.
+    # scores above positive - relative_margin * |positive - baseline| (sentence-transformers'
+    # relative_margin, made sign-aware), above positive - absolute_margin, or above max_score.
+    # None turns a rule off. The baseline calibrates the relative rule to the model's own scale:
+    # "zero" (as sentence-transformers), or "random_pairs": the median score of random
+    # (query, passage) pairs, which for models whose cosines sit in a narrow high band (E5: random
+    # pairs ~0.8, positives ~0.87) is the model's real zero.
     relative_margin: float | None = 0.05
     absolute_margin: float | None = None
     max_score: float | None = None
+    margin_baseline: str = "zero"  # zero | random_pairs
     pool: str = "mixture"  # mixture: the mixture's positives; raw: plus the cleaned raw pool's positives of the same domains
     pool_max_passages: int | None = None  # cap on the extra raw passages (sampled by seed), to bound encoding time
     query_chunk_size: int = 1024
@@ -53,12 +58,14 @@ class MiningSettings:
                 raise ValueError(f"config field negatives.{name} must be >= 0 (or null to turn the rule off), got {value}")
         if self.pool not in ("mixture", "raw"):
             raise ValueError(f"config field negatives.pool: choose mixture or raw, got {self.pool!r}")
+        if self.margin_baseline not in ("zero", "random_pairs"):
+            raise ValueError(f"config field negatives.margin_baseline: choose zero or random_pairs, got {self.margin_baseline!r}")
 
-    def false_negative_threshold(self, positive_scores: np.ndarray) -> np.ndarray:
+    def false_negative_threshold(self, positive_scores: np.ndarray, baseline: float = 0.0) -> np.ndarray:
         """Per query, the score above which a candidate counts as a likely false negative."""
         threshold = np.full(len(positive_scores), np.inf)
         if self.relative_margin is not None:
-            threshold = np.minimum(threshold, positive_scores - self.relative_margin * np.abs(positive_scores))
+            threshold = np.minimum(threshold, positive_scores - self.relative_margin * np.abs(positive_scores - baseline))
         if self.absolute_margin is not None:
             threshold = np.minimum(threshold, positive_scores - self.absolute_margin)
         if self.max_score is not None:
@@ -96,6 +103,7 @@ def _select_from_rankings(
     excluded: np.ndarray,
     positive_scores: np.ndarray,
     settings: MiningSettings,
+    baseline: float = 0.0,
 ) -> tuple[list[list[int]], list[list[int]], list[list[float]], int, int]:
     """Negatives from a chunk of rankings (rows best first), vectorized over the chunk.
 
@@ -107,7 +115,7 @@ def _select_from_rankings(
     valid = (ranked_ids >= 0) & ~excluded
     rank = np.cumsum(valid, axis=1) - 1
     in_window = valid & (rank >= settings.range_min) & (rank < settings.range_max)
-    threshold = settings.false_negative_threshold(positive_scores)
+    threshold = settings.false_negative_threshold(positive_scores, baseline)
     false_negative = in_window & (ranked_scores > threshold[:, None])
     keep = in_window & ~false_negative
     # Candidates after the k-th kept one are never looked at (as in a sequential scan).
@@ -197,6 +205,15 @@ def _top_of_dense_scores(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np
     return np.take_along_axis(scores, order, 1), order
 
 
+def _random_pair_baseline(rng: np.random.Generator, encode_queries, queries: list[str], pool_embeddings: np.ndarray,
+                          pairs: int = 1024) -> float:
+    """The median score of random (query, pool passage) pairs: what "unrelated" scores for this model."""
+    rows = rng.choice(len(queries), size=min(len(queries), pairs), replace=False)
+    query_embeddings = encode_queries([queries[i] for i in rows])
+    passages = np.asarray(pool_embeddings[np.sort(rng.integers(0, len(pool_embeddings), size=len(rows)))])
+    return float(np.median(np.einsum("ij,ij->i", query_embeddings, rng.permutation(passages))))
+
+
 # A BM25 score block holds (queries x pool) floats: at most this many bytes, whatever the pool size.
 _BM25_BLOCK_BYTES = 256 * 1024 * 1024
 
@@ -254,12 +271,13 @@ def mine_negatives(
 
     # Deep enough that range_max candidates remain after removing the row's own answers.
     depth = min(len(pool_texts), settings.range_max + max(len(ids) for ids in answer_ids))
+    baseline = 0.0
 
     def take(start: int, scores: np.ndarray, ids: np.ndarray, positive_scores: np.ndarray) -> None:
         nonlocal filtered, considered
         stop = start + len(ids)
         excluded = _excluded_mask(ids, answer_ids[start:stop])
-        ids_chunk, ranks_chunk, scores_chunk, f, c = _select_from_rankings(ids, scores, excluded, positive_scores, settings)
+        ids_chunk, ranks_chunk, scores_chunk, f, c = _select_from_rankings(ids, scores, excluded, positive_scores, settings, baseline)
         negatives_ids[start:stop], negatives_ranks[start:stop] = ids_chunk, ranks_chunk
         negative_scores.extend(v for row in scores_chunk for v in row)
         positive_score_values.append(positive_scores)
@@ -275,6 +293,8 @@ def mine_negatives(
             dimension = encode_queries(pool_texts[:1]).shape[1]
             out = np.lib.format.open_memmap(work_dir / "pool_embeddings.npy", mode="w+", dtype=np.float32, shape=(len(pool_texts), dimension))
         pool_embeddings = encode_pool(pool_texts, out)
+        if settings.margin_baseline == "random_pairs":
+            baseline = _random_pair_baseline(rng, encode_queries, queries, pool_embeddings)
         gpu_index = None
         if use_gpu:
             from .indexing import build_flat_index
@@ -292,6 +312,10 @@ def mine_negatives(
     elif settings.strategy == "bm25":
         score = _bm25_scores_factory(pool_texts)
         chunk = max(1, min(settings.query_chunk_size, _BM25_BLOCK_BYTES // (4 * len(pool_texts))))
+        if settings.margin_baseline == "random_pairs":
+            sample = rng.choice(n, size=min(n, 256), replace=False)
+            block = score([queries[i] for i in sample])
+            baseline = float(np.median(block[np.arange(len(sample)), rng.integers(0, len(pool_texts), size=len(sample))]))
         for start in tqdm(range(0, n, chunk), desc="bm25 search", leave=False):
             stop = min(n, start + chunk)
             block = score(queries[start:stop])
@@ -319,7 +343,7 @@ def mine_negatives(
         negatives_ranks[i].extend([-1] * len(drawn))
 
     real_ranks = [r for ranks in negatives_ranks for r in ranks if r >= 0]
-    extra = {}
+    extra = {"margin_baseline": round(baseline, 4)}
     if positive_score_values:  # the score distribution the false-negative margins are calibrated against
         positive_all = np.concatenate(positive_score_values)
         extra["positive_score_percentiles"] = {str(q): round(float(np.percentile(positive_all, q)), 4) for q in (5, 25, 50, 75, 95)}

@@ -15,8 +15,9 @@ full batch's.
 
 Several processes (launched by torchrun; see distributed_training.py): every rank encodes its
 share of each global batch, passages are all-gathered (with their gradients) so every query still
-sees the whole global batch as negatives, and gradients are averaged — the same update as one
-process with the global batch.
+sees the whole global batch as negatives, and PyTorch's DistributedDataParallel averages the
+gradients, overlapping the all-reduce with the backward pass — the same update as one process
+with the global batch.
 
 Resumable: every `save_every_steps` the weights, optimizer, scheduler and RNG states are written
 (atomically) to `work_dir/resume`; a rerun with the same settings continues from there and ends
@@ -25,6 +26,7 @@ where an uninterrupted run would."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 import json
 import random
 import time
@@ -63,8 +65,12 @@ class TrainingSettings:
     trust_remote_code: bool = False
     launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes)
     nproc_per_node: int = 1  # torchrun processes (GPUs) per node
+    # Texts per padded sub-batch, sorted by length (None: one batch padded to its longest text).
+    length_bucket_size: int | None = 16
+    dropout: float | None = None  # None keeps the model's own; 0 turns dropout off (on a CPU about 1.8x faster)
     # Which weights move, and how far (levers against forgetting general retrieval):
     freeze_embeddings: bool = False  # keep the (large, multilingual) token embedding matrix fixed
+    trainable_top_layers: int | None = None  # train only the top N transformer layers (embeddings frozen too); None: all
     interpolate_with_base: float = 0.0  # WiSE-FT: saved weights = (1 - a) * trained + a * base
 
     def validate(self) -> None:
@@ -173,6 +179,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper the forward passes go through
 
     @property
     def is_main(self) -> bool:
@@ -199,18 +206,19 @@ class Distributed:
 
         return torch.cat(all_gather(tensor))
 
-    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+    def wrap(self, model, device: str) -> None:
+        """Puts the model under DistributedDataParallel (several processes only): gradients are
+        averaged over ranks bucket by bucket while the backward pass still runs."""
         if self.world_size == 1:
             return
-        import torch.distributed as dist
-        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+        from torch.nn.parallel import DistributedDataParallel
 
-        grads = [p.grad for p in parameters if p.grad is not None]
-        flat = _flatten_dense_tensors(grads)  # one collective for the whole model
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            grad.copy_(synced)
+        self.ddp = DistributedDataParallel(model, device_ids=[self.local_rank] if device.startswith("cuda") else None,
+                                           broadcast_buffers=False)
+
+    def no_sync(self):
+        """Gradient accumulation without an all-reduce (every backward pass of a step but the last)."""
+        return self.ddp.no_sync() if self.ddp is not None else nullcontext()
 
     def mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -238,9 +246,18 @@ def _restore_rng_state(state: tuple, device: str) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _embed(model, texts: list[str], max_length: int, device: str, precision: str) -> torch.Tensor:
+def _embed(model, texts: list[str], max_length: int, device: str, precision: str, bucket_size: int | None = None,
+           forward: torch.nn.Module | None = None) -> torch.Tensor:
+    """Embeddings of `texts` in order, with a graph when gradients are on. With `bucket_size`, the
+    texts are sorted by length and encoded `bucket_size` at a time, each group padded only to its
+    own longest text: the same result as one padded batch, without computing on padding."""
     with autocast_for(device, precision):
-        return embed_batch(model, tokenize(model, texts, max_length))
+        if not bucket_size or len(texts) <= bucket_size:
+            return embed_batch(model, tokenize(model, texts, max_length), forward)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [embed_batch(model, tokenize(model, [texts[i] for i in order[start:start + bucket_size]], max_length), forward)
+                 for start in range(0, len(texts), bucket_size)]
+        return torch.cat(parts)[torch.argsort(torch.tensor(order, device=parts[0].device))]
 
 
 def contrastive_backward(
@@ -260,8 +277,8 @@ def contrastive_backward(
     scaled = scaler.scale if scaler is not None else (lambda loss: loss)
     chunk = settings.mini_batch_size
     if chunk is None or max(len(queries), len(passages)) <= chunk:
-        q = _embed(model, queries, settings.max_query_length, device, settings.precision)
-        p = _embed(model, passages, settings.max_passage_length, device, settings.precision)
+        q = _embed(model, queries, settings.max_query_length, device, settings.precision, settings.length_bucket_size, world.ddp)
+        p = _embed(model, passages, settings.max_passage_length, device, settings.precision, settings.length_bucket_size, world.ddp)
         loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
         scaled(loss).backward()
         return loss.detach()
@@ -272,7 +289,7 @@ def contrastive_backward(
     with torch.no_grad():  # pass 1: embeddings only, remembering each chunk's RNG state (dropout)
         for texts, max_length in parts:
             states.append(_rng_state(device))
-            cached.append(_embed(model, texts, max_length, device, settings.precision))
+            cached.append(_embed(model, texts, max_length, device, settings.precision, settings.length_bucket_size, world.ddp))
     after = _rng_state(device)
     n_query_parts = -(-len(queries) // chunk)
     q = torch.cat(cached[:n_query_parts]).requires_grad_()
@@ -280,10 +297,12 @@ def contrastive_backward(
     loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
     scaled(loss).backward()  # gradients with respect to the embeddings (p's summed over ranks)
     grads = list(q.grad.split(chunk)) + list(p.grad.split(chunk))
-    for (texts, max_length), state, grad in zip(parts, states, grads):  # pass 2: replay with a graph
+    for number, ((texts, max_length), state, grad) in enumerate(zip(parts, states, grads)):  # pass 2: replay with a graph
         _restore_rng_state(state, device)
-        embeddings = _embed(model, texts, max_length, device, settings.precision)
-        torch.dot(embeddings.flatten(), grad.flatten()).backward()
+        last = number == len(parts) - 1
+        with nullcontext() if last else world.no_sync():  # one all-reduce per step, in the last backward
+            embeddings = _embed(model, texts, max_length, device, settings.precision, settings.length_bucket_size, world.ddp)
+            torch.dot(embeddings.flatten(), grad.flatten()).backward()
     _restore_rng_state(after, device)
     return loss.detach()
 
@@ -300,12 +319,12 @@ def training_step(
     world: Distributed = Distributed(),
     scaler: "torch.amp.GradScaler | None" = None,
 ) -> torch.Tensor:
-    """One optimizer step on one batch (this rank's share of it): gradients, averaged over ranks,
-    clipped, applied (through the fp16 gradient scaler when there is one, which skips a step whose
-    gradients overflowed). The loop in train_encoder and the benchmarks run exactly this."""
+    """One optimizer step on one batch (this rank's share of it): gradients (averaged over ranks by
+    DistributedDataParallel during the backward pass), clipped, applied (through the fp16 gradient
+    scaler when there is one, which skips a step whose gradients overflowed). The loop in
+    train_encoder and the benchmarks run exactly this."""
     loss = contrastive_backward(model, queries, passages, mask, labels, settings, device, world, scaler)
     parameters = [p for p in model.parameters() if p.grad is not None]
-    world.average_gradients(parameters)
     if scaler is not None:
         scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -329,6 +348,37 @@ def make_optimizer(model, settings: TrainingSettings) -> torch.optim.Optimizer:
         (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
+
+
+def set_dropout(model, probability: float) -> None:
+    """Every dropout of the encoder, including attention dropout, to `probability`."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+    transformer = model[0].auto_model
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout"):
+        if hasattr(transformer.config, name):
+            setattr(transformer.config, name, probability)
+    for module in transformer.modules():  # attention layers that read the rate at call time (sdpa)
+        if hasattr(module, "dropout_prob"):
+            module.dropout_prob = probability
+
+
+def train_only_top_layers(model, layers: int) -> int:
+    """Freezes the embeddings and every transformer layer but the top `layers`; returns how many
+    parameters stay trainable. Frozen bottom layers need no backward pass at all."""
+    transformer = model[0].auto_model
+    blocks = getattr(getattr(transformer, "encoder", None), "layer", None)
+    if blocks is None:
+        raise ValueError(f"training.trainable_top_layers: {type(transformer).__name__} has no encoder.layer list to choose from")
+    if not 0 < layers <= len(blocks):
+        raise ValueError(f"training.trainable_top_layers must be in 1..{len(blocks)}, got {layers}")
+    for parameter in transformer.parameters():
+        parameter.requires_grad_(False)
+    for block in list(blocks)[len(blocks) - layers:]:
+        for parameter in block.parameters():
+            parameter.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def freeze_token_embeddings(model) -> int:
@@ -443,12 +493,22 @@ def train_encoder(
         query_prefix=settings.query_prefix, passage_prefix=settings.passage_prefix,
     )
     if settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device.startswith("cuda")):
-        model[0].auto_model.gradient_checkpointing_enable()
+        model[0].auto_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base_state = None
     if settings.interpolate_with_base > 0:
         base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    if settings.dropout is not None:
+        set_dropout(model, settings.dropout)
     if settings.freeze_embeddings:
         freeze_token_embeddings(model)
+    if settings.trainable_top_layers is not None:
+        train_only_top_layers(model, settings.trainable_top_layers)
+    # A BERT pooler is computed but never used by mean/CLS pooling of token embeddings: it gets no
+    # gradient, which DistributedDataParallel would wait for. It stays as it is.
+    pooler = getattr(model[0].auto_model, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+    world.wrap(model, device)
     if world.world_size > 1:
         torch.manual_seed(settings.seed + world.rank)  # ranks draw different dropout masks
     query_ids = data["query_id"].tolist() if "query_id" in data else data["query"].tolist()

@@ -21,9 +21,14 @@ def test_retrofit_run_prints_paths_and_scores(tmp_path):
     out = result.stdout
     experiment = tiny.parent / "artifacts" / "tiny_cli"
     assert f"checkpoint [large]:  {experiment / 'checkpoints' / 'large'}" in out
-    assert "nDCG@10 on the held-out set, base vs retrofitted (tiny_cli, small)" in out
+    assert "nDCG@10, base vs retrofitted (tiny_cli, small)" in out
     assert "**mean**" in out and "| ru " in out and "out-of-domain" in out and "95% CI of gain" in out
     assert (experiment / "scores" / "large" / "score_table.md").exists()
+    # Quiet by default: a line per step and the tables; Dagster's debug log and the library noise go to the log file.
+    assert "DEBUG" not in out and "DEBUG" not in result.stderr and "Warning" not in result.stderr
+    assert "  done  encoder_checkpoint" in out and len(out.splitlines()) < 120
+    log_file = Path(out.split("progress): ", 1)[1].split()[0])
+    assert "STEP_SUCCESS" in log_file.read_text(encoding="utf-8")
     assert (experiment / "report" / "data_scale.png").exists()
 
     os.environ["DAGSTER_HOME"], previous = str(home), os.environ["DAGSTER_HOME"]

@@ -82,3 +82,19 @@ def test_miracl_style_retrieval(tmp_path):
     assert evaluation.corpus["text"].tolist() == ["Berlin Berlin ist die Hauptstadt.", "Paris Paris ist in Frankreich."]
     pairs = huggingface.retrieval_to_pairs(evaluation, "miracl-de")
     assert len(pairs) == 1 and pairs.iloc[0]["positive"].startswith("Berlin")
+
+
+def test_mteb_layout_retrieval_with_separate_qrels_id_columns(tmp_path):
+    """mteb/MIRACLRetrieval's parquet layout: corpus and queries carry "id", qrels "query-id" and "corpus-id"."""
+    pd.DataFrame({"id": ["d1", "d2"], "title": ["", ""], "text": ["Berlin ist die Hauptstadt.", "Paris liegt in Frankreich."]}).to_parquet(tmp_path / "c.parquet")
+    pd.DataFrame({"id": ["q1"], "text": ["Hauptstadt Deutschlands"]}).to_parquet(tmp_path / "q.parquet")
+    pd.DataFrame({"query-id": ["q1"], "corpus-id": ["d1"], "score": [1]}).to_parquet(tmp_path / "r.parquet")
+    spec = {"language": "de", "domain": "encyclopedia",
+            "corpus": {"path": "parquet", "data_files": str(tmp_path / "c.parquet")},
+            "queries": {"path": "parquet", "data_files": str(tmp_path / "q.parquet")},
+            "qrels": {"path": "parquet", "data_files": str(tmp_path / "r.parquet")},
+            "fields": {"doc_id": "id", "query_id": "id", "query": "text", "relevance": "score",
+                       "qrels_query_id": "query-id", "qrels_doc_id": "corpus-id"}}
+    evaluation = huggingface.load_hf_retrieval(spec)
+    assert evaluation.qrels[["query_id", "doc_id"]].values.tolist() == [["de:q1", "de:d1"]]
+    assert set(evaluation.queries["domain"]) == {"encyclopedia"}

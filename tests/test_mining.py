@@ -148,3 +148,20 @@ def test_rank_window_is_half_open(tmp_path):
         encode_queries=encode, encode_pool=encode, corpus=["close", "mid", "far", "opposite"])
     assert ranks[0][:2] == [1, 2] and negatives[0][:2] == ["mid", "far"]
     assert ranks[0][2] == -1 and negatives[0][2] in {"close", "opposite"}  # the window ran short: padded at random, marked -1
+
+
+def test_random_pair_baseline_calibrates_the_margin_to_a_compressed_score_scale():
+    # E5-like scores: unrelated passages ~0.80, the positive 0.87, a near-copy 0.869, a hard negative 0.85.
+    scores = {"positive": 0.87, "near-copy": 0.869, "hard": 0.85, **{f"unrelated{i}": 0.80 for i in range(20)}}
+    encode_queries, encode_pool = _scored_encoder(np.array([1.0]), {t: np.array([v]) for t, v in scores.items()})
+    corpus = [t for t in scores if t != "positive"]
+
+    def mine(baseline):
+        settings = MiningSettings(num_negatives=1, range_min=0, range_max=5, relative_margin=0.05, margin_baseline=baseline)
+        return mine_negatives(["q"], ["positive"], settings, encode_queries=encode_queries, encode_pool=encode_pool, corpus=corpus)
+
+    negatives, ranks, report = mine("random_pairs")
+    assert negatives == [["hard"]] and ranks == [[1]]  # the near-copy is filtered, the hard negative kept
+    assert report.extra["margin_baseline"] == pytest.approx(0.80, abs=0.011)
+    negatives, ranks, _ = mine("zero")  # 0.95 x 0.87 = 0.8265: every close candidate looks like a false negative
+    assert ranks == [[2]] and negatives[0][0].startswith("unrelated")

@@ -206,3 +206,35 @@ def test_resume_under_another_world_size_warns_and_continues(base_model, tmp_pat
     result = train_encoder(base_model, data, settings, tmp_path / "out", tmp_path / "work")
     assert result.resumed_from_step == 2
     assert any("under 1 process(es), saved under 2" in w for w in result.warnings)
+
+
+def test_length_buckets_give_the_embeddings_of_one_padded_batch(base_model):
+    from retrofit_pipeline.training import _embed
+
+    model = load_encoder(base_model, device="cpu")
+    model.eval()
+    texts = [t * (1 + i % 4) for i, t in enumerate(training_pairs(20)["positive"])]
+    with torch.no_grad():
+        whole = _embed(model, texts, 48, "cpu", "fp32")
+        bucketed = _embed(model, texts, 48, "cpu", "fp32", bucket_size=3)
+    torch.testing.assert_close(whole, bucketed, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_off_and_only_top_layers_train(base_model, tmp_path):
+    from retrofit_pipeline.training import _embed, set_dropout
+
+    model = load_encoder(base_model, device="cpu")
+    model.train()
+    set_dropout(model, 0.0)
+    texts = training_pairs(6)["query"].tolist()
+    torch.testing.assert_close(_embed(model, texts, 32, "cpu", "fp32"), _embed(model, texts, 32, "cpu", "fp32"))  # no dropout left
+
+    data = training_pairs(64).assign(negatives=[[] for _ in range(64)])
+    train_encoder(base_model, data, _settings(epochs=1, dropout=0.0, trainable_top_layers=1), tmp_path / "top", tmp_path / "work")
+    before, after = load_file(Path(base_model) / "model.safetensors"), load_file(tmp_path / "top" / "model.safetensors")
+    after = {k.removeprefix("0.auto_model."): v for k, v in after.items()}
+    # The tiny encoder has 2 layers: the top one (layer 1) trains, embeddings and layer 0 stay as they were.
+    for name, tensor in before.items():
+        if "encoder.layer.1." not in name:
+            assert torch.equal(tensor, after[name]), name
+    assert any(not torch.equal(t, after[n]) for n, t in before.items() if "encoder.layer.1." in n)

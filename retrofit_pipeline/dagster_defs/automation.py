@@ -7,9 +7,9 @@ from dagster import (
     define_asset_job, schedule, sensor,
 )
 
-from ..config import load_config
 from ..sources import incoming_files
 from .partitions import data_scale_partitions
+from .resources import RetrofitSettings
 
 _SHARED = AssetSelection.assets("raw_corpora", "evaluation_set", "training_pool", "base_model_scores")
 _PER_SCALE = AssetSelection.assets("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores")
@@ -33,21 +33,23 @@ report_job = define_asset_job(
 )
 
 
-def _default_scale() -> str:
-    config = load_config()
+def _default_scale(settings: RetrofitSettings) -> str:
+    config = settings.pipeline()
     return config.default_scale or next(iter(config.data_scales))
 
 
 @schedule(job=refresh_and_retrain_job, cron_schedule="0 3 * * 0", default_status=DefaultScheduleStatus.STOPPED)
-def weekly_retrain(context):
-    """Retrains the default data scale every Sunday 03:00 on whatever raw data is there by then."""
-    return RunRequest(partition_key=_default_scale(), tags={"trigger": "schedule"})
+def weekly_retrain(context, settings: RetrofitSettings):
+    """Retrains the default data scale every Sunday 03:00 on whatever raw data is there by then
+    (the preset is the `settings` resource's, as for the assets)."""
+    return RunRequest(partition_key=_default_scale(settings), tags={"trigger": "schedule"})
 
 
 @sensor(job=refresh_and_retrain_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
-def new_raw_data_sensor(context: SensorEvaluationContext):
-    """Starts a run when standard-schema files appear or change in the config's incoming_dir."""
-    config = load_config()
+def new_raw_data_sensor(context: SensorEvaluationContext, settings: RetrofitSettings):
+    """Starts a run when standard-schema files appear or change in the preset's incoming_dir (the
+    preset is the `settings` resource's, as for the assets)."""
+    config = settings.pipeline()
     files = incoming_files(config.incoming_dir)
     if not files:
         return SkipReason(f"no .jsonl/.parquet files in {config.incoming_dir}")
@@ -56,4 +58,4 @@ def new_raw_data_sensor(context: SensorEvaluationContext):
     if state == previous:
         return SkipReason("no new raw data since the last run")
     context.update_cursor(json.dumps(state, sort_keys=True))
-    return RunRequest(run_key=json.dumps(state, sort_keys=True), partition_key=_default_scale(), tags={"trigger": "new_raw_data"})
+    return RunRequest(run_key=json.dumps(state, sort_keys=True), partition_key=_default_scale(settings), tags={"trigger": "new_raw_data"})

@@ -167,7 +167,11 @@ def load_hf_retrieval(spec: dict) -> EvaluationSet:
     qrels = _load(spec["qrels"], f"{_describe(spec['qrels'])} [{language}] (qrels)").to_pandas()
     fields = {"doc_id": "docid", "title": "title", "text": "text", "query_id": "query_id", "query": "query", "relevance": "relevance"}
     fields.update(spec.get("fields", {}))
-    for frame, needed, part in ((corpus, ("doc_id", "text"), "corpus"), (queries, ("query_id", "query"), "queries"), (qrels, ("query_id", "doc_id", "relevance"), "qrels")):
+    # The qrels may name the ids differently from the corpus and queries (mteb's layout: corpus
+    # and queries "id", qrels "query-id" / "corpus-id").
+    fields.setdefault("qrels_query_id", fields["query_id"])
+    fields.setdefault("qrels_doc_id", fields["doc_id"])
+    for frame, needed, part in ((corpus, ("doc_id", "text"), "corpus"), (queries, ("query_id", "query"), "queries"), (qrels, ("qrels_query_id", "qrels_doc_id", "relevance"), "qrels")):
         for key in needed:
             if fields[key] not in frame.columns:
                 raise DataValidationError(f"{label} ({part})", "header", fields[key], f"missing column; found {list(frame.columns)}")
@@ -180,8 +184,8 @@ def load_hf_retrieval(spec: dict) -> EvaluationSet:
         queries=pd.DataFrame({"query_id": prefix + queries[fields["query_id"]].astype(str), "language": language, "domain": domain,
                               "text": queries[fields["query"]]}),
         qrels=pd.DataFrame({
-            "query_id": prefix + qrels[fields["query_id"]].astype(str),
-            "doc_id": prefix + qrels[fields["doc_id"]].astype(str),
+            "query_id": prefix + qrels[fields["qrels_query_id"]].astype(str),
+            "doc_id": prefix + qrels[fields["qrels_doc_id"]].astype(str),
             "score": qrels[fields["relevance"]].astype(int),
         }),
     )

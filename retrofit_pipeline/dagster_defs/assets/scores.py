@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from ...artifact_io import atomic_path, read_json, write_json, write_parquet, write_text
 from ...comparison import OUT_OF_DOMAIN, IN_DOMAIN, comparison_markdown, paired_comparison, scope_means, scores_markdown
-from ...encoder import encode_texts, load_encoder, serve_cached_documents
+from ...encoder import encode_texts, load_encoder, serve_cached_embeddings
 from ...evaluation import evaluate_model, evaluation_fingerprint, ndcg_from_rankings, subset_name
 from ...indexing import load_embeddings, load_index
 from ...mixing import evaluation_leakage
@@ -64,13 +64,11 @@ def base_model_scores(context: AssetExecutionContext, settings: RetrofitSettings
     })
 
 
-def faiss_ndcg_by_subset(model, evaluation, config, index_dir) -> dict[str, float]:
-    """nDCG@10 of the partition's FAISS index itself (queries embedded by the checkpoint), per
-    domain.language subset, searching only that subset's documents."""
+def faiss_ndcg_by_subset(embeddings: np.ndarray, evaluation, index_dir) -> dict[str, float]:
+    """nDCG@10 of the partition's FAISS index itself (`embeddings`: the queries embedded by the
+    checkpoint), per domain.language subset, searching only that subset's documents."""
     index, doc_ids, doc_subsets = load_index(index_dir)
     queries = evaluation.queries
-    embeddings = encode_texts(model, queries["text"].tolist(), config.training.query_prefix, config.encode_batch_size,
-                              config.training.max_query_length, description="encode evaluation queries")
     doc_subsets = np.asarray(doc_subsets)
     query_subsets = np.array([subset_name(d, lang) for d, lang in zip(queries["domain"], queries["language"])])
     depth = min(index.ntotal, 1000)
@@ -104,13 +102,17 @@ def retrieval_scores(context: AssetExecutionContext, settings: RetrofitSettings)
     evaluation = scored_evaluation(settings)
     model = load_encoder(str(paths.checkpoint(scale)), device=config.training.device, max_length=config.training.max_passage_length)
     started = time.perf_counter()
-    # The index holds this checkpoint's embeddings of exactly this corpus: mteb is served those
-    # instead of encoding the corpus a second time (any other text is encoded as usual).
-    reuse = serve_cached_documents(model, evaluation.corpus["text"].tolist(), load_embeddings(paths.index(scale)),
-                                   config.training.passage_prefix)
+    queries = evaluation.queries["text"].tolist()
+    query_embeddings = encode_texts(model, queries, config.training.query_prefix, config.encode_batch_size,
+                                    config.training.max_query_length, description="encode evaluation queries")
+    # The index holds this checkpoint's embeddings of exactly this corpus, and the queries were just
+    # embedded for it: mteb is served both instead of encoding them again (other texts are encoded as usual).
+    reuse = serve_cached_embeddings(model, "document", evaluation.corpus["text"].tolist(), load_embeddings(paths.index(scale)),
+                                    config.training.passage_prefix)
+    serve_cached_embeddings(model, "query", queries, query_embeddings, config.training.query_prefix)
     scores, per_query, summary = score_model(model, evaluation, paths.scores(scale), config)
     context.log.info(f"corpus embeddings reused from the index: {reuse['served']}, encoded: {reuse['encoded']}")
-    faiss_scores = faiss_ndcg_by_subset(model, evaluation, config, paths.index(scale))
+    faiss_scores = faiss_ndcg_by_subset(query_embeddings, evaluation, paths.index(scale))
     scores["faiss_ndcg_at_10"] = [faiss_scores[subset_name(d, lang)] for d, lang in zip(scores["domain"], scores["language"])]
     write_parquet(scores, paths.scores(scale) / "scores.parquet")
     comparison = paired_comparison(read_base_scores(paths, summary["evaluation_fingerprint"]), per_query, config.evaluation.held_out_domains)
