@@ -1,9 +1,10 @@
 """raw_corpora + evaluation_set (one loading pass) and training_mixture."""
 
+import hashlib
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
 from ...artifact_io import write_json, write_parquet
 from ...mixing import clean_pool, mixture_summary, sample_mixture
@@ -12,6 +13,7 @@ from ...evaluation import sample_evaluation
 from ...sources import load_raw_sources, restrict_evaluation
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
+from ..versions import code_version
 
 
 def read_evaluation(settings: RetrofitSettings) -> EvaluationSet:
@@ -26,15 +28,23 @@ def scored_evaluation(settings: RetrofitSettings) -> EvaluationSet:
     return sample_evaluation(read_evaluation(settings), config.evaluation.max_queries_per_language, config.evaluation.max_corpus_per_language)
 
 
+def content_hash(*frames: pd.DataFrame) -> str:
+    """A data version: changes exactly when the rows change (a refresh with the same data keeps it)."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _counts_table(frame: pd.DataFrame, rows: str, columns: str) -> str:
     return pd.crosstab(frame[rows], frame[columns], margins=True).to_markdown()
 
 
 @multi_asset(
     specs=[
-        AssetSpec("raw_corpora", group_name="data", kinds={"pandas", "parquet"},
+        AssetSpec("raw_corpora", group_name="data", kinds={"pandas", "parquet"}, code_version=code_version("raw_corpora"),
                   description="Every configured raw source in the standard schema (query, positive, language, task type, source)."),
-        AssetSpec("evaluation_set", group_name="data", kinds={"pandas", "parquet"},
+        AssetSpec("evaluation_set", group_name="data", kinds={"pandas", "parquet"}, code_version=code_version("raw_corpora"),
                   description="The held-out retrieval set (corpus, queries, qrels per language) every model is scored on; "
                               "held out by construction (whole pages, in every language) and by the leakage filter."),
     ]
@@ -49,7 +59,7 @@ def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: Ret
     for part in ("corpus", "queries", "qrels"):
         write_parquet(getattr(evaluation, part), paths.evaluation / f"{part}.parquet")
     context.log.info(f"{len(pairs)} pairs in {pairs['language'].nunique()} languages; evaluation: {len(evaluation.queries)} queries")
-    yield MaterializeResult(asset_key="raw_corpora", metadata={
+    yield MaterializeResult(asset_key="raw_corpora", data_version=DataVersion(content_hash(pairs)), metadata={
         "rows": len(pairs),
         "languages": MetadataValue.json(sorted(pairs["language"].unique().tolist())),
         "rows_by_language_and_task": MetadataValue.md(_counts_table(pairs, "language", "task_type")),
@@ -59,7 +69,8 @@ def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: Ret
     })
     per_language = evaluation.queries.groupby("language").size().rename("queries").to_frame().join(
         evaluation.corpus.groupby("language").size().rename("documents"))
-    yield MaterializeResult(asset_key="evaluation_set", metadata={
+    yield MaterializeResult(asset_key="evaluation_set", data_version=DataVersion(
+        content_hash(evaluation.corpus, evaluation.queries, evaluation.qrels)), metadata={
         "queries": len(evaluation.queries),
         "documents": len(evaluation.corpus),
         "languages": MetadataValue.json(evaluation.languages),
@@ -68,7 +79,7 @@ def raw_corpora_and_evaluation_set(context: AssetExecutionContext, settings: Ret
     })
 
 
-@asset(group_name="data", kinds={"pandas", "parquet"}, deps=["raw_corpora", "evaluation_set"])
+@asset(group_name="data", kinds={"pandas", "parquet"}, deps=["raw_corpora", "evaluation_set"], code_version=code_version("training_pool"))
 def training_pool(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """Every raw pair training may use: the held-out (out-of-domain) domains removed, exact and
     near-duplicates removed, and every pair that leaks an evaluation query or a passage judged
@@ -95,7 +106,8 @@ def training_pool(context: AssetExecutionContext, settings: RetrofitSettings) ->
     })
 
 
-@asset(group_name="data", kinds={"pandas", "parquet"}, partitions_def=data_scale_partitions, deps=[training_pool])
+@asset(group_name="data", kinds={"pandas", "parquet"}, partitions_def=data_scale_partitions, deps=[training_pool],
+       code_version=code_version("training_mixture"))
 def training_mixture(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """A training set of the partition's size, sampled from the cleaned training pool by the
     configured mixture policy."""

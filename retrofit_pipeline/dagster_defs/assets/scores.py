@@ -17,7 +17,9 @@ from ...promotion import Candidate, decide, promote, read_current
 from ...reporting import data_scale_plot_png, data_scale_table, plateau_scale, png_markdown
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
+from ..versions import code_version
 from .data import scored_evaluation
+from .checkpoint import encoder_checkpoint
 from .index import faiss_index
 
 
@@ -43,7 +45,7 @@ def score_model(model, evaluation, results_dir, config) -> tuple[pd.DataFrame, p
     return scores, per_query, summary
 
 
-@asset(group_name="evaluation", kinds={"mteb"}, deps=["evaluation_set"])
+@asset(group_name="evaluation", kinds={"mteb"}, deps=["evaluation_set"], code_version=code_version("base_model_scores"))
 def base_model_scores(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """The untrained base encoder on the held-out set, in-domain and out-of-domain: the start every
     partition's gain is measured from."""
@@ -92,7 +94,9 @@ def read_base_scores(paths, fingerprint: str) -> pd.DataFrame:
     return pd.read_parquet(paths.base_scores / "per_query.parquet")
 
 
-@asset(group_name="evaluation", kinds={"mteb"}, partitions_def=data_scale_partitions, deps=[faiss_index, base_model_scores])
+@asset(group_name="evaluation", kinds={"mteb"}, partitions_def=data_scale_partitions,
+       deps=[faiss_index, base_model_scores, encoder_checkpoint, "evaluation_set"],
+       code_version=code_version("retrieval_scores"))
 def retrieval_scores(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """nDCG@10 and recall@100 per domain and language through mteb for the partition's checkpoint,
     next to the base model, with paired bootstrap intervals of every gain and of the in-domain and
@@ -142,7 +146,7 @@ def retrieval_scores(context: AssetExecutionContext, settings: RetrofitSettings)
     })
 
 
-@asset(group_name="evaluation", kinds={"matplotlib"}, deps=[retrieval_scores, base_model_scores])
+@asset(group_name="evaluation", kinds={"matplotlib"}, deps=[retrieval_scores, base_model_scores], code_version=code_version("data_scale_report"))
 def data_scale_report(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """The data-scale curve over every partition scored so far (a backfill fills it in): in-domain
     and out-of-domain means with their intervals, per subset, and where the curve plateaus."""
@@ -176,7 +180,8 @@ def data_scale_report(context: AssetExecutionContext, settings: RetrofitSettings
     })
 
 
-@asset(group_name="evaluation", kinds={"pytorch"}, deps=[retrieval_scores, "training_mixture", "evaluation_set"])
+@asset(group_name="evaluation", kinds={"pytorch"}, deps=[retrieval_scores, encoder_checkpoint, "training_mixture", "evaluation_set"],
+       code_version=code_version("promoted_checkpoint"))
 def promoted_checkpoint(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """The checkpoint to serve: the best scored one, promoted only if its training data does not
     leak the evaluation set, it beats the base model in-domain without falling below it
