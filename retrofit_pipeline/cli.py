@@ -15,11 +15,9 @@ from .config import CONFIG_ENV, REPO_ROOT
 def _instance():
     from dagster import DagsterInstance
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
+    from .dagster_defs.pools import ensure_instance_config
+
+    ensure_instance_config(Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))))
     return DagsterInstance.get()
 
 

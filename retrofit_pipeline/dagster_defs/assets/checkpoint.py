@@ -10,13 +10,14 @@ from ...training import train_encoder
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from ..versions import code_version
+from ..pools import ACCELERATOR_POOL
 from .negatives import hard_negatives
 
 _METADATA_TYPES = {"md": MetadataValue.md, "json": MetadataValue.json, "path": MetadataValue.path}
 
 
 @asset(group_name="training", kinds={"pytorch", "huggingface"}, partitions_def=data_scale_partitions, deps=[hard_negatives],
-       code_version=code_version("encoder_checkpoint"))
+       code_version=code_version("encoder_checkpoint"), pool=ACCELERATOR_POOL)
 def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """InfoNCE over in-batch + hard negatives; bf16 and gradient checkpointing on GPU; gradient
     caching for batches larger than memory; saved as a sentence-transformers checkpoint

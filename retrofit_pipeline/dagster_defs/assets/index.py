@@ -10,12 +10,13 @@ from ...indexing import build_index, gpu_available, recall_against_exact, save_i
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from ..versions import code_version
+from ..pools import ACCELERATOR_POOL
 from .checkpoint import encoder_checkpoint
 from .data import scored_evaluation
 
 
 @asset(group_name="evaluation", kinds={"faiss"}, partitions_def=data_scale_partitions, deps=[encoder_checkpoint, "evaluation_set"],
-       code_version=code_version("faiss_index"))
+       code_version=code_version("faiss_index"), pool=ACCELERATOR_POOL)
 def faiss_index(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """The scored evaluation corpus (evaluation_set, sampled as configured) embedded by the
     partition's checkpoint. Exact inner-product index by default (index_factory in the config for IVF/HNSW/PQ); on the GPU when faiss sees one."""

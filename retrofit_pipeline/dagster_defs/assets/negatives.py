@@ -13,11 +13,12 @@ from ...mining import attach_negatives, extra_pool_passages, mine_negatives, oth
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from ..versions import code_version
+from ..pools import ACCELERATOR_POOL
 from .data import training_mixture
 
 
 @asset(group_name="training", kinds={"faiss", "parquet"}, partitions_def=data_scale_partitions, deps=[training_mixture, "training_pool"],
-       code_version=code_version("hard_negatives"))
+       code_version=code_version("hard_negatives"), pool=ACCELERATOR_POOL)
 def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """k negatives per query from a rank window [range_min, range_max) of the base encoder's FAISS
     ranking over the passage pool (the mixture's positives, plus the training pool's passages of

@@ -11,6 +11,7 @@ from ...official_benchmarks import evaluate_official, resolve_official_tasks
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from ..versions import code_version
+from ..pools import ACCELERATOR_POOL
 from .checkpoint import encoder_checkpoint
 
 # Official tasks are scored at the model's own maximum length (512 for BERT-style encoders), as the
@@ -19,7 +20,7 @@ OFFICIAL_MAX_LENGTH = 512
 
 
 @asset(group_name="evaluation", kinds={"mteb"}, partitions_def=data_scale_partitions, deps=[encoder_checkpoint],
-       code_version=code_version("official_mteb_scores"))
+       code_version=code_version("official_mteb_scores"), pool=ACCELERATOR_POOL)
 def official_mteb_scores(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """evaluation.mteb_tasks / mteb_benchmark through mteb's own registry and evaluate call, for the
     base model and the partition's checkpoint, in mteb's result JSON (leaderboard-comparable). Does

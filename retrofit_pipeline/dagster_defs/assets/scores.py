@@ -18,6 +18,7 @@ from ...reporting import data_scale_plot_png, data_scale_table, plateau_scale, p
 from ..partitions import data_scale_partitions
 from ..resources import RetrofitSettings
 from ..versions import code_version
+from ..pools import ACCELERATOR_POOL
 from .data import scored_evaluation
 from .checkpoint import encoder_checkpoint
 from .index import faiss_index
@@ -45,7 +46,7 @@ def score_model(model, evaluation, results_dir, config) -> tuple[pd.DataFrame, p
     return scores, per_query, summary
 
 
-@asset(group_name="evaluation", kinds={"mteb"}, deps=["evaluation_set"], code_version=code_version("base_model_scores"))
+@asset(group_name="evaluation", kinds={"mteb"}, deps=["evaluation_set"], code_version=code_version("base_model_scores"), pool=ACCELERATOR_POOL)
 def base_model_scores(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """The untrained base encoder on the held-out set, in-domain and out-of-domain: the start every
     partition's gain is measured from."""
@@ -96,7 +97,7 @@ def read_base_scores(paths, fingerprint: str) -> pd.DataFrame:
 
 @asset(group_name="evaluation", kinds={"mteb"}, partitions_def=data_scale_partitions,
        deps=[faiss_index, base_model_scores, encoder_checkpoint, "evaluation_set"],
-       code_version=code_version("retrieval_scores"))
+       code_version=code_version("retrieval_scores"), pool=ACCELERATOR_POOL)
 def retrieval_scores(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """nDCG@10 and recall@100 per domain and language through mteb for the partition's checkpoint,
     next to the base model, with paired bootstrap intervals of every gain and of the in-domain and
