@@ -52,12 +52,54 @@ ISO_639_1 = frozenset(
 _INVISIBLE = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
 
 
-class DataValidationError(ValueError):
-    """Bad input: names the source, the row and the field so the user can fix it."""
+# A table with many bad rows reports this many in one error (and how many more there are).
+MAX_REPORTED_PROBLEMS = 20
 
-    def __init__(self, source: str, row: int | str, field: str, problem: str):
-        self.source, self.row, self.field, self.problem = source, row, field, problem
-        super().__init__(f"{source}: row {row}, field '{field}': {problem}")
+
+def _where(row: int | str) -> str:
+    """ "line 4" as an editor numbers a text file's lines; "row 3" for a table's 0-based row."""
+    return row if isinstance(row, str) and row.startswith("line ") else f"row {row}"
+
+
+class DataValidationError(ValueError):
+    """Bad input: names the source, the row and the field so the user can fix it; `more` lists
+    further bad rows of the same source found in the same pass, as (row, field, problem)."""
+
+    def __init__(self, source: str, row: int | str, field: str, problem: str, more: list[tuple] = (), total: int | None = None):
+        self.source, self.row, self.field, self.problem, self.more = source, row, field, problem, list(more)
+        message = f"{source}: {_where(row)}, field '{field}': {problem}"
+        if self.more:
+            total = total or 1 + len(self.more)
+            message += f"\n{total} problems in all" + (f" (the first {1 + len(self.more)} shown)" if total > 1 + len(self.more) else "") + ":"
+            message += "".join(f"\n  {_where(r)}, field '{f}': {p}" for r, f, p in [(row, field, problem), *self.more])
+        super().__init__(message)
+
+
+class _Problems:
+    """Collects the bad rows of one pass so the user fixes a file once, not once per run."""
+
+    def __init__(self, source: str, row_names: list | None = None):
+        self.source, self.row_names, self.found = source, row_names, []  # found: (row index, field, problem)
+
+    def check(self, check, *args):
+        """The check's result, or None with its problem recorded (checks raise DataValidationError
+        naming the 0-based row they were given)."""
+        try:
+            return check(*args)
+        except DataValidationError as error:
+            self.found.append((error.row, error.field, error.problem))
+            return None
+
+    def add(self, row: int, field: str, problem: str) -> None:
+        self.found.append((row, field, problem))
+
+    def raise_if_any(self) -> None:
+        if not self.found:
+            return
+        ordered = sorted(self.found, key=lambda item: item[0])
+        named = [(self.row_names[row] if self.row_names is not None else row, field, problem) for row, field, problem in ordered]
+        (row, field, problem), more = named[0], named[1:MAX_REPORTED_PROBLEMS]
+        raise DataValidationError(self.source, row, field, problem, more, total=len(named))
 
 
 @dataclass(frozen=True)
@@ -118,10 +160,13 @@ def derived_query_id(language: str, query: str) -> str:
     return "q:" + hashlib.sha1(f"{language}\x1f{normalize_text(query)}".encode("utf-8")).hexdigest()[:16]
 
 
-def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def validate_pairs(frame: pd.DataFrame, source: str, row_names: list | None = None) -> pd.DataFrame:
     """Checks a training-pair table and returns it NFC-normalized with canonical language codes
-    (passage_language, domain and query_id are derived where a source leaves them out)."""
-    if "passage_language" not in frame.columns and "language" in frame.columns:
+    (passage_language, domain and query_id are derived where a source leaves them out). Every bad
+    row is found in one pass and reported together (`row_names`: how to name row i, e.g. the line
+    of a jsonl file, "line 4"; default the 0-based row)."""
+    same_language = "passage_language" not in frame.columns  # monolingual pairs: checked once, as language
+    if same_language and "language" in frame.columns:
         frame = frame.assign(passage_language=frame["language"])
     if "domain" not in frame.columns and "source" in frame.columns:
         frame = frame.assign(domain=frame["source"])
@@ -132,30 +177,33 @@ def validate_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     if "query_id" not in frame.columns:
         frame["query_id"] = None
     frame = frame[PAIR_COLUMNS + ([GIVEN_NEGATIVES] if GIVEN_NEGATIVES in frame.columns else [])]
+    problems = _Problems(source, row_names)
     for column in ("pair_id", "task_type", "domain", "source"):
         for row, value in enumerate(frame[column]):
             if not isinstance(value, str) or not value.strip():
-                raise DataValidationError(source, row, column, f"missing value (got {value!r})")
-    _check_unique(frame, "pair_id", source)
-    frame["query"] = [_check_text(v, source, r, "query") for r, v in enumerate(frame["query"])]
-    frame["positive"] = [_check_text(v, source, r, "positive") for r, v in enumerate(frame["positive"])]
-    frame["language"] = [normalize_language(v, source, r) for r, v in enumerate(frame["language"])]
-    frame["passage_language"] = [
-        normalize_language(v, source, r, "passage_language") for r, v in enumerate(frame["passage_language"])
+                problems.add(row, column, f"missing value (got {value!r})")
+    for row in frame["pair_id"].duplicated(keep="first").to_numpy().nonzero()[0]:
+        problems.add(int(row), "pair_id", f"duplicate id {frame['pair_id'].iloc[row]!r}")
+    frame["query"] = [problems.check(_check_text, v, source, r, "query") for r, v in enumerate(frame["query"])]
+    frame["positive"] = [problems.check(_check_text, v, source, r, "positive") for r, v in enumerate(frame["positive"])]
+    frame["language"] = [problems.check(normalize_language, v, source, r) for r, v in enumerate(frame["language"])]
+    frame["passage_language"] = frame["language"] if same_language else [
+        problems.check(normalize_language, v, source, r, "passage_language") for r, v in enumerate(frame["passage_language"])
     ]
     for row, value in enumerate(frame["task_type"]):
-        if value not in TASK_TYPES:
-            raise DataValidationError(source, row, "task_type", f"unknown task type {value!r}; known: {sorted(TASK_TYPES)}")
+        if isinstance(value, str) and value.strip() and value not in TASK_TYPES:
+            problems.add(row, "task_type", f"unknown task type {value!r}; known: {sorted(TASK_TYPES)}")
+    if GIVEN_NEGATIVES in frame.columns:
+        frame[GIVEN_NEGATIVES] = [
+            [] if values is None or (isinstance(values, float) and values != values)  # None/NaN: the source gave none
+            else [problems.check(_check_text, v, source, row, GIVEN_NEGATIVES) for v in values]
+            for row, values in enumerate(frame[GIVEN_NEGATIVES])
+        ]
+    problems.raise_if_any()
     frame["query_id"] = [
         value if isinstance(value, str) and value.strip() else derived_query_id(language, query)
         for value, language, query in zip(frame["query_id"], frame["language"], frame["query"])
     ]
-    if GIVEN_NEGATIVES in frame.columns:
-        frame[GIVEN_NEGATIVES] = [
-            [] if values is None or (isinstance(values, float) and values != values)  # None/NaN: the source gave none
-            else [_check_text(v, source, row, GIVEN_NEGATIVES) for v in values]
-            for row, values in enumerate(frame[GIVEN_NEGATIVES])
-        ]
     return frame
 
 

@@ -2,6 +2,7 @@
 # Creates .venv and installs the project with a CPU build of torch (a GPU machine: install the
 # CUDA torch and faiss-gpu first, then run this; pip keeps what is already there).
 # Also refreshes Debian's package lists when the default corpus will need `apt-get download`.
+# pip's own output goes to .venv/setup.log (shown in full if a step fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,12 +10,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
+LOG=.venv/setup.log
+: > "$LOG"
+quiet() { "$@" >>"$LOG" 2>&1 || { cat "$LOG" >&2; echo "setup failed: $*" >&2; return 1; }; }
+quiet python -m pip install --quiet --upgrade pip
 if ! python -c "import torch" 2>/dev/null; then
   # 2.13.0 is the CPU wheel this project is tested with; pip takes it from a local wheelhouse where one is configured.
-  python -m pip install --quiet "torch==2.13.0" || python -m pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+  quiet python -m pip install --quiet "torch==2.13.0" || quiet python -m pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
-python -m pip install --quiet -e ".[test]"
+quiet python -m pip install --quiet -e ".[test]"
 # The default corpus is built from Debian's man-page packages; apt-get download needs package lists.
 if command -v apt-get >/dev/null && [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq; else echo "note: run 'sudo apt-get update' once so the default corpus can be downloaded"; fi

@@ -178,7 +178,7 @@ def test_bad_raw_source_fails_the_asset_with_row_and_field(tmp_path, monkeypatch
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
-    assert "new.jsonl: row 0, field 'query': empty or whitespace-only text" in message
+    assert "new.jsonl: line 1, field 'query': empty or whitespace-only text" in message
 
 
 def test_promotion_only_when_not_below_current(full_chain, instance, paths):

@@ -36,18 +36,18 @@ def _without(column) -> bytes:
 
 INVALID_UTF8 = _jsonl(GOOD) + b'{"pair_id": "b", "query": "caf\xe9 \xff", "positive": "p", "language": "fr", "task_type": "bitext", "source": "u"}\n'
 
-# (case, incoming file bytes, row, field)
+# (case, incoming file bytes, where (the line an editor shows, or "header"), field)
 INCOMING_CASES = [
     ("missing column", _without("positive"), "header", "positive"),
-    ("wrong type", _second_row(query=42), 1, "query"),
-    ("empty text", _second_row(query=""), 1, "query"),
-    ("whitespace-only text", _second_row(positive=" \t\n "), 1, "positive"),
-    ("invalid UTF-8", INVALID_UTF8, 1, "query"),
-    ("unknown language code", _second_row(language="xx"), 1, "language"),
-    ("duplicate ids", _second_row(pair_id="a"), 1, "pair_id"),
-    ("non-Latin text of zero-width characters", _second_row(positive="\u200b\u200d \ufeff\u2060"), 1, "positive"),
-    ("not JSON", _jsonl(GOOD) + b"{'pair_id': 'b', query: }\n", 1, "-"),
-    ("blank line", _jsonl(GOOD) + b"\n" + _jsonl({**GOOD, "pair_id": "b"}), 1, "-"),
+    ("wrong type", _second_row(query=42), "line 2", "query"),
+    ("empty text", _second_row(query=""), "line 2", "query"),
+    ("whitespace-only text", _second_row(positive=" \t\n "), "line 2", "positive"),
+    ("invalid UTF-8", INVALID_UTF8, "line 2", "query"),
+    ("unknown language code", _second_row(language="xx"), "line 2", "language"),
+    ("duplicate ids", _second_row(pair_id="a"), "line 2", "pair_id"),
+    ("non-Latin text of zero-width characters", _second_row(positive="\u200b\u200d \ufeff\u2060"), "line 2", "positive"),
+    ("not JSON", _jsonl(GOOD) + b"{'pair_id': 'b', query: }\n", "line 2", "-"),
+    ("blank line", _jsonl(GOOD) + b"\n" + _jsonl({**GOOD, "pair_id": "b"}), "line 2", "-"),
 ]
 
 
@@ -75,7 +75,8 @@ def _nothing_written(directory: Path) -> list[Path]:
 
 
 def _assert_names(message: str, source: str, row, field: str) -> None:
-    assert source in message and f"row {row}" in message and f"field '{field}'" in message, message
+    where = row if isinstance(row, str) and row.startswith("line ") else f"row {row}"
+    assert source in message and f"{where}, field '{field}'" in message, message
 
 
 @pytest.mark.parametrize("case,content,row,field", INCOMING_CASES, ids=[c[0] for c in INCOMING_CASES])
@@ -148,3 +149,32 @@ def test_config_naming_a_model_path_that_does_not_exist(tmp_path):
     _assert_names(message, str(preset.resolve()), "-", "base_model")
     assert "no-such-model" in message
     assert _nothing_written(tmp_path / "artifacts") == []
+
+
+def test_own_pairs_need_only_query_positive_and_language_and_every_bad_line_is_listed(tmp_path):
+    from retrofit_pipeline.schema import DataValidationError
+    from retrofit_pipeline.sources import read_local_pairs
+
+    good = tmp_path / "mine.jsonl"
+    good.write_bytes(_jsonl({"query": "wie liste ich dateien", "positive": "ls listet dateien auf", "language": "de"},
+                            {"query": "список файлов", "positive": "ls выводит список", "language": "ru"}))
+    frame = read_local_pairs(good, "my-pairs")
+    assert set(frame["source"]) == {"my-pairs"} and frame["pair_id"].str.startswith("my-pairs:").all()
+    assert read_local_pairs(good, "my-pairs")["pair_id"].tolist() == frame["pair_id"].tolist()  # a content hash: stable
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(_jsonl({"query": "ok query", "positive": "ok passage", "language": "de"},
+                           {"query": "", "positive": "p", "language": "de"},
+                           {"query": "q", "positive": "p", "language": "xx"},
+                           {"query": "q2", "positive": 7, "language": "fr"}) + b"not json\n")
+    with pytest.raises(DataValidationError) as caught:
+        read_local_pairs(bad)
+    message = str(caught.value)
+    assert "bad.jsonl: line 5, field '-'" in message  # the unparsable line, first pass
+    bad.write_bytes(bad.read_bytes().replace(b"not json\n", b""))
+    with pytest.raises(DataValidationError) as caught:
+        read_local_pairs(bad)
+    message = str(caught.value)
+    for expected in ("3 problems in all", "line 2, field 'query'", "line 3, field 'language'", "line 4, field 'positive'"):
+        assert expected in message, message
+    assert "line 1," not in message

@@ -3,12 +3,13 @@ evaluation set. `load_raw_sources` combines them as the config lists them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from ..schema import DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
+from ..schema import MAX_REPORTED_PROBLEMS, DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
 from . import huggingface
 
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
@@ -29,39 +30,63 @@ def _field_holding_bad_bytes(line: bytes) -> str:
 
 
 def read_jsonl(path: Path) -> pd.DataFrame:
-    """One JSON object per line; an undecodable, unparsable or blank line is an error naming its row
-    (0-based, the row number validation uses too) rather than a line silently lost."""
-    records = []
+    """One JSON object per line; every undecodable, unparsable or blank line is reported (by the
+    line number an editor shows, in one error) rather than silently lost."""
+    records, problems = [], []
     with open(path, "rb") as handle:
-        for row, line in enumerate(handle):
+        for number, line in enumerate(handle, start=1):
+            where = f"line {number}"
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise DataValidationError(str(path), row, _field_holding_bad_bytes(line),
-                                          f"not valid UTF-8 (byte {line[error.start]:#04x} at offset {error.start})") from error
+                problems.append((where, _field_holding_bad_bytes(line), f"not valid UTF-8 (byte {line[error.start]:#04x} at offset {error.start})"))
+                continue
             if not text.strip():
-                raise DataValidationError(str(path), row, "-", "blank line (one JSON object per line expected)")
+                problems.append((where, "-", "blank line (one JSON object per line expected)"))
+                continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as error:
-                raise DataValidationError(str(path), row, "-", f"not valid JSON ({error.msg} at column {error.colno})") from error
+                problems.append((where, "-", f"not valid JSON ({error.msg} at column {error.colno})"))
+                continue
             if not isinstance(record, dict):
-                raise DataValidationError(str(path), row, "-", f"expected a JSON object, got {type(record).__name__}")
+                problems.append((where, "-", f"expected a JSON object, got {type(record).__name__}"))
+                continue
             records.append(record)
+    if problems:
+        (row, field, problem), more = problems[0], problems[1:MAX_REPORTED_PROBLEMS]
+        raise DataValidationError(str(path), row, field, problem, more, total=len(problems))
     return pd.DataFrame.from_records(records)
 
 
-def read_local_pairs(path: Path) -> pd.DataFrame:
-    """A standard-schema file (jsonl or parquet), e.g. dropped into the incoming directory."""
+def _derive_ids(frame: pd.DataFrame, source: str, task_type: str) -> pd.DataFrame:
+    """A user's own pairs need only query, positive and language: the source is the entry's name
+    (or the file's), the task type the entry's (default question_answering, as for hf_pairs), the
+    pair id a hash of the row's content."""
+    if "source" not in frame.columns:
+        frame = frame.assign(source=source)
+    if "task_type" not in frame.columns:
+        frame = frame.assign(task_type=task_type)
+    if "pair_id" not in frame.columns and {"query", "positive", "language"} <= set(frame.columns):
+        content = frame["query"].astype(str) + "\x1f" + frame["positive"].astype(str) + "\x1f" + frame["language"].astype(str)
+        frame = frame.assign(pair_id=[f"{source}:" + hashlib.sha1(c.encode("utf-8")).hexdigest()[:16] for c in content])
+    return frame
+
+
+def read_local_pairs(path: Path, source: str | None = None, task_type: str = "question_answering") -> pd.DataFrame:
+    """A standard-schema file (jsonl or parquet), e.g. dropped into the incoming directory; pair_id
+    and source are derived when missing (see _derive_ids). Bad rows are named by the line an
+    editor shows for jsonl, by their 0-based row for parquet."""
     path = Path(path)
+    source = source or path.stem
     if path.suffix == ".jsonl":
-        frame = read_jsonl(path)
-    else:
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as error:
-            raise DataValidationError(str(path), "-", "-", f"not a readable parquet file ({error})") from error
-    return validate_pairs(frame, str(path))
+        frame = _derive_ids(read_jsonl(path), source, task_type)
+        return validate_pairs(frame, str(path), row_names=[f"line {i + 1}" for i in range(len(frame))])
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise DataValidationError(str(path), "-", "-", f"not a readable parquet file ({error})") from error
+    return validate_pairs(_derive_ids(frame, source, task_type), str(path))
 
 
 def incoming_files(directory: Path | None) -> list[Path]:
@@ -112,7 +137,7 @@ def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
         retrieval = huggingface.load_hf_retrieval(spec)
         return huggingface.retrieval_to_pairs(retrieval, spec.get("source", "hf_retrieval")), None, {}
     if kind == "local_pairs":
-        return read_local_pairs(Path(spec["path"])), None, {}
+        return read_local_pairs(Path(spec["path"]), spec.get("source"), spec.get("task_type", "question_answering")), None, {}
     raise ValueError(f"raw source kind {kind!r} is not known; use one of {', '.join(SOURCE_KINDS)}")
 
 
