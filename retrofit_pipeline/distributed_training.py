@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -20,6 +21,20 @@ from .paths import ArtifactPaths
 from .reporting import loss_curve_png, png_markdown
 from .schema import validate_training_rows
 from .training import TrainingResult, train_encoder
+
+
+def torchrun_command(config, scale: str, device: str, python: str = sys.executable, node_rank: int | None = None) -> list[str]:
+    """The torchrun command that trains `scale` under `config`: one node (--standalone) or, with
+    training.nnodes > 1, this node's share of a c10d rendezvous at training.rdzv_endpoint (every
+    node runs the same command; ranks are assigned by the rendezvous unless node_rank is given)."""
+    training = config.training
+    if training.nnodes > 1:
+        launch = [f"--nnodes={training.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={training.rdzv_endpoint}",
+                  f"--rdzv-id={training.rdzv_id}"] + ([f"--node-rank={node_rank}"] if node_rank is not None else [])
+    else:
+        launch = ["--standalone"]
+    return [python, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={training.nproc_per_node}",
+            "-m", "retrofit_pipeline.distributed_training", "--config", str(config.source_file), "--scale", scale, "--device", device]
 
 
 def checkpoint_metadata(config, data: pd.DataFrame, result: TrainingResult, path: str) -> dict:

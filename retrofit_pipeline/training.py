@@ -63,8 +63,15 @@ class TrainingSettings:
     save_every_steps: int = 50
     seed: int = 13
     trust_remote_code: bool = False
-    launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes)
+    launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes) | k8s
     nproc_per_node: int = 1  # torchrun processes (GPUs) per node
+    # Several nodes: torchrun's c10d rendezvous. The asset starts this node's torchrun; every other
+    # node runs the same command (retrofit_pipeline.distributed_training.torchrun_command), e.g.
+    # as the pods of a Kubernetes job (launcher k8s).
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (needed when nnodes > 1)
+    rdzv_id: str = "retrofit"
+    k8s: dict | None = None  # launcher k8s: {image, namespace, env, resources, ...} for dagster-k8s' PipesK8sClient
     # Texts per padded sub-batch, sorted by length (None: one batch padded to its longest text).
     length_bucket_size: int | None = 16
     dropout: float | None = None  # None keeps the model's own; 0 turns dropout off (on a CPU about 1.8x faster)
@@ -78,8 +85,12 @@ class TrainingSettings:
             raise ValueError(f"config field training.precision: choose bf16, fp16 or fp32, got {self.precision!r}")
         if not 0.0 <= self.interpolate_with_base < 1.0:
             raise ValueError(f"config field training.interpolate_with_base must be in [0, 1), got {self.interpolate_with_base}")
-        if self.launcher not in ("local", "torchrun"):
-            raise ValueError(f"config field training.launcher: unknown launcher {self.launcher!r}; choose local or torchrun")
+        if self.launcher not in ("local", "torchrun", "k8s"):
+            raise ValueError(f"config field training.launcher: unknown launcher {self.launcher!r}; choose local, torchrun or k8s")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("config field training.rdzv_endpoint (host:port) is needed when training.nnodes > 1")
+        if self.launcher == "k8s" and not (self.k8s or {}).get("image"):
+            raise ValueError("config field training.k8s.image is needed with launcher k8s (an image with this project installed)")
         if self.batch_size < 1 or (self.mini_batch_size is not None and self.mini_batch_size < 1):
             raise ValueError("config fields training.batch_size and training.mini_batch_size must be >= 1")
         if self.nproc_per_node < 1 or self.batch_size % self.nproc_per_node:
@@ -87,7 +98,8 @@ class TrainingSettings:
 
     def fingerprint(self, base_model: str, data_fingerprint: str) -> str:
         # Settings that change how, not what, is computed do not invalidate a resume point.
-        recipe = {k: v for k, v in asdict(self).items() if k not in ("device", "launcher", "save_every_steps")}
+        recipe = {k: v for k, v in asdict(self).items()
+                  if k not in ("device", "launcher", "save_every_steps", "nnodes", "rdzv_endpoint", "rdzv_id", "k8s", "nproc_per_node")}
         payload = json.dumps({"settings": recipe, "base": base_model, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

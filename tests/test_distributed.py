@@ -145,3 +145,44 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     for name in one_process:
         assert torch.allclose(two_processes[name], one_process[name], atol=3e-4), name
     assert any(not torch.allclose(base[k], one_process[k], atol=1e-4) for k in base)  # it did train
+
+
+def test_two_torchrun_nodes_on_loopback_train_what_one_process_trains(deterministic_encoder, tmp_path):
+    """Multi-node training through torchrun's c10d rendezvous: two "nodes" (processes launched
+    separately, one GPU-less rank each, gloo over 127.0.0.1) with the command the asset prints
+    for every node, against one process with the same global batch."""
+    import socket
+
+    from retrofit_pipeline.distributed_training import torchrun_command
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    preset = tmp_path / "two_nodes.yaml"
+    preset.write_text(yaml.safe_dump({
+        "extends": os.environ["RETROFIT_CONFIG"], "name": "tiny-two-nodes", "artifacts_dir": str(tmp_path / "artifacts"),
+        "base_model": str(deterministic_encoder),
+        "training": {"launcher": "torchrun", "nnodes": 2, "nproc_per_node": 1, "rdzv_endpoint": f"127.0.0.1:{port}", "epochs": 2},
+    }))
+    config = load_config(preset)
+    settings = RetrofitSettings(config_path=str(preset), device="cpu")
+    for selection, partition in ((["raw_corpora", "evaluation_set", "training_pool"], None), (["training_mixture", "hard_negatives"], "small")):
+        assert materialize(list(defs.assets), selection=selection, partition_key=partition, instance=DagsterInstance.ephemeral(),
+                           resources={"settings": settings}).success
+    checkpoint = ArtifactPaths(config.experiment_dir).checkpoint("small")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+    subprocess.run([sys.executable, "-m", "retrofit_pipeline.distributed_training", "--config", str(preset), "--scale", "small",
+                    "--device", "cpu"], check=True, env=env)
+    one_process = load_file(checkpoint / "model.safetensors")
+    one_process_losses = json.loads((checkpoint / "training_log.json").read_text())["losses"]
+
+    nodes = [subprocess.Popen(torchrun_command(config, "small", "cpu", node_rank=rank), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        assert node.wait(timeout=600) == 0, node.stderr.read()[-3000:]
+    two_nodes = load_file(checkpoint / "model.safetensors")
+    log = json.loads((checkpoint / "training_log.json").read_text())
+    assert log["world_size"] == 2 and len(log["losses"]) == len(one_process_losses) >= 5
+    assert max(abs(a - b) for a, b in zip(log["losses"], one_process_losses)) < 1e-5
+    for name in one_process:
+        assert torch.allclose(two_nodes[name], one_process[name], atol=3e-4), name

@@ -1,10 +1,8 @@
 """encoder_checkpoint: contrastive fine-tuning of the base encoder on the mined data."""
 
-import sys
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 
-from ...distributed_training import checkpoint_metadata, progress_logger, read_training_data
+from ...distributed_training import checkpoint_metadata, progress_logger, read_training_data, torchrun_command
 from ...model_card import render_model_card
 from ...training import train_encoder
 from ..partitions import data_scale_partitions
@@ -27,6 +25,8 @@ def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSetting
     scale = context.partition_key
     if config.training.launcher == "torchrun":
         return _train_with_torchrun(context, settings, scale)
+    if config.training.launcher == "k8s":
+        return _train_on_kubernetes(context, settings, scale)
 
     data = read_training_data(paths, scale)
     result = train_encoder(
@@ -45,10 +45,25 @@ def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSetting
 
 def _train_with_torchrun(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
     config = settings.pipeline()
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.training.nproc_per_node}",
-        "-m", "retrofit_pipeline.distributed_training",
-        "--config", str(config.source_file), "--scale", scale, "--device", settings.device,
-    ]
+    command = torchrun_command(config, scale, settings.device)
     context.log.info(f"launching {' '.join(command)}")
+    if config.training.nnodes > 1:
+        context.log.info(f"this is one of {config.training.nnodes} nodes: start the same command on each other node "
+                         f"(rendezvous at {config.training.rdzv_endpoint})")
     return PipesSubprocessClient().run(command=command, context=context).get_materialize_result()
+
+
+def _train_on_kubernetes(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
+    """The training step as a Kubernetes pod through Dagster Pipes (dagster-k8s), running
+    torchrun_command inside the configured image; the pod's logs and the checkpoint metadata
+    stream back into the run. Artifacts must be on storage the pod mounts (training.k8s.base_pod_spec)."""
+    from dagster_k8s import PipesK8sClient  # optional: pip install dagster-k8s
+
+    config = settings.pipeline()
+    spec = dict(config.training.k8s)
+    command = torchrun_command(config, scale, settings.device, python="python")
+    context.log.info(f"launching a pod from {spec['image']}: {' '.join(command)}")
+    return PipesK8sClient().run(
+        context=context, image=spec.pop("image"), command=command, namespace=spec.pop("namespace", None),
+        env=spec.pop("env", None), base_pod_spec=spec.pop("base_pod_spec", None), base_pod_meta=spec.pop("base_pod_meta", None),
+    ).get_materialize_result()
