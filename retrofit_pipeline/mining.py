@@ -367,8 +367,8 @@ def mine_negatives(
 
 
 def other_positives_by_row(mixture: pd.DataFrame, pool: pd.DataFrame) -> list[list[str]]:
-    """For each mixture row, the other positives its query has in the training pool (rows of the
-    same query_id): correct answers that must never be mined or trained as negatives."""
+    """For each mixture row, the other positives its query has in `pool` (rows of the same
+    query_id; the raw pairs): correct answers that must never be mined or trained as negatives."""
     by_query = pool.groupby("query_id")["positive"].agg(lambda texts: list(dict.fromkeys(texts))).to_dict()
     return [[t for t in by_query.get(query_id, []) if t != positive] for query_id, positive in zip(mixture["query_id"], mixture["positive"])]
 

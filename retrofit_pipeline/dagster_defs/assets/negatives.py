@@ -17,7 +17,7 @@ from ..pools import ACCELERATOR_POOL
 from .data import training_mixture
 
 
-@asset(group_name="training", kinds={"faiss", "parquet"}, partitions_def=data_scale_partitions, deps=[training_mixture, "training_pool"],
+@asset(group_name="training", kinds={"faiss", "parquet"}, partitions_def=data_scale_partitions, deps=[training_mixture, "training_pool", "raw_corpora"],
        code_version=code_version("hard_negatives"), pool=ACCELERATOR_POOL)
 def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
     """k negatives per query from a rank window [range_min, range_max) of the base encoder's FAISS
@@ -30,7 +30,9 @@ def hard_negatives(context: AssetExecutionContext, settings: RetrofitSettings) -
     mixture = pd.read_parquet(paths.mixture(scale))
     training_pool = pd.read_parquet(paths.training_pool)
     mining = config.negatives
-    other_positives = other_positives_by_row(mixture, training_pool)
+    # Every positive the query has in the raw data, also those the cleaning dropped (a near-duplicate
+    # row can still leave its passage in the pool under another query).
+    other_positives = other_positives_by_row(mixture, pd.read_parquet(paths.raw_pairs, columns=["query_id", "positive"]))
     corpus = extra_pool_passages(mixture, training_pool, mining.pool_max_passages, mining.seed) if mining.pool == "raw" else None
     started = time.perf_counter()
     encoders = {}
