@@ -40,6 +40,15 @@ def build_xlmr_base_shape(directory: Path, texts: list[str], layers: int, hidden
     return directory
 
 
+def _sdpa_backends(device: str) -> dict:
+    """Which scaled-dot-product-attention kernels torch may pick on this device (flash needs bf16/fp16 and no mask)."""
+    if not device.startswith("cuda"):
+        return {}
+    backends = torch.backends.cuda
+    return {"flash": backends.flash_sdp_enabled(), "memory_efficient": backends.mem_efficient_sdp_enabled(),
+            "cudnn": backends.cudnn_sdp_enabled(), "math": backends.math_sdp_enabled()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -52,6 +61,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak dense bf16 TFLOPs (known GPUs are detected)")
+    parser.add_argument("--checkpointing", choices=("on", "off"), default="off",
+                        help="gradient checkpointing (the pipeline's 'auto' turns it on only when a step runs out of memory)")
+    parser.add_argument("--compile-layers", action="store_true", help="torch.compile each transformer layer (training.compile_layers)")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="no gradient or AdamW state for the 250k-row embedding matrix")
     args = parser.parse_args()
 
     from retrofit_pipeline.encoder import load_encoder, resolve_device
@@ -64,12 +77,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_xlmr_base_shape(Path(tmp) / "xlmr-base-shape", texts, args.layers, args.hidden)
         model = load_encoder(str(model_dir), device=device, max_length=args.seq_len, query_prefix="", passage_prefix="")
-    if device.startswith("cuda"):
-        model[0].auto_model.gradient_checkpointing_enable()
+    from retrofit_pipeline.training import compile_layers, enable_gradient_checkpointing, freeze_token_embeddings
+
+    if args.checkpointing == "on":
+        enable_gradient_checkpointing(model)
+    if args.freeze_embeddings:
+        freeze_token_embeddings(model)
+    if args.compile_layers:
+        compile_layers(model)
     model.train()
     settings = TrainingSettings(batch_size=args.batch_size, max_query_length=args.seq_len, max_passage_length=args.seq_len,
                                 query_prefix="", passage_prefix="", mini_batch_size=args.mini_batch_size, device=device,
-                                learning_rate=1e-5)
+                                learning_rate=1e-5, length_bucket_size=None)
     optimizer = make_optimizer(model, settings)
     queries = texts[: args.batch_size]
     passages = texts[args.batch_size :]
@@ -100,7 +119,8 @@ def main() -> None:
         "device": name, "torch": torch.__version__,
         "parameters": total_params, "non_embedding_parameters": total_params - embedding_params,
         "batch_size": args.batch_size, "negatives_per_query": args.negatives, "seq_len": args.seq_len,
-        "texts_per_step": len(texts), "gradient_checkpointing": device.startswith("cuda"), "precision": "bf16" if device.startswith("cuda") else "fp32",
+        "texts_per_step": len(texts), "gradient_checkpointing": args.checkpointing, "compile_layers": args.compile_layers,
+        "freeze_embeddings": args.freeze_embeddings, "sdpa_backends": _sdpa_backends(device), "precision": "bf16" if device.startswith("cuda") else "fp32",
         "samples_per_second": round(args.batch_size / step_seconds, 2),
         "tokens_per_second": round(tokens_per_step / step_seconds),
         "model_tflops_per_second": round(achieved_tflops, 2),

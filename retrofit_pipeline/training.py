@@ -57,7 +57,9 @@ class TrainingSettings:
     passage_prefix: str = "passage: "
     precision: str = "bf16"  # bf16 | fp16 (with a gradient scaler) | fp32; used on CUDA only
     mini_batch_size: int | None = None  # gradient caching: encode at most this many texts with a graph at once
-    gradient_checkpointing: str = "auto"  # auto = on when training on a GPU
+    # auto: off unless a step runs out of GPU memory, then on (decided by measurement, once); on | off
+    gradient_checkpointing: str = "auto"
+    compile_layers: bool = False  # torch.compile each transformer layer (regional: short compile, same code path)
     device: str = "auto"
     max_steps: int | None = None
     save_every_steps: int = 50
@@ -362,6 +364,25 @@ def make_optimizer(model, settings: TrainingSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    model[0].auto_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def checkpointing_enabled(model) -> bool:
+    return bool(getattr(model[0].auto_model, "is_gradient_checkpointing", False))
+
+
+def compile_layers(model) -> int:
+    """torch.compile applied per transformer layer (regional compilation): every layer has the
+    same code, so one compiled graph serves all and compile time stays short. Returns the count."""
+    blocks = getattr(getattr(model[0].auto_model, "encoder", None), "layer", None)
+    if blocks is None:
+        raise ValueError(f"training.compile_layers: {type(model[0].auto_model).__name__} has no encoder.layer list")
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)
+
+
 def set_dropout(model, probability: float) -> None:
     """Every dropout of the encoder, including attention dropout, to `probability`."""
     for module in model.modules():
@@ -504,8 +525,10 @@ def train_encoder(
         base_model, device=device, max_length=settings.max_passage_length, trust_remote_code=settings.trust_remote_code,
         query_prefix=settings.query_prefix, passage_prefix=settings.passage_prefix,
     )
-    if settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device.startswith("cuda")):
-        model[0].auto_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.gradient_checkpointing == "on":
+        enable_gradient_checkpointing(model)
+    if settings.compile_layers:
+        compile_layers(model)
     base_state = None
     if settings.interpolate_with_base > 0:
         base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
@@ -601,7 +624,17 @@ def train_encoder(
     for step in progress:
         batch_queries, batch_passages, mask, labels = _local_batch(
             batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries, answers)
-        loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
+        try:
+            loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
+        except torch.OutOfMemoryError:
+            # "auto": checkpointing costs a recomputation, so it is turned on only when a step does not fit.
+            if settings.gradient_checkpointing != "auto" or checkpointing_enabled(model):
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            enable_gradient_checkpointing(model)
+            warnings.append(f"step {step + 1} ran out of GPU memory: gradient checkpointing turned on (gradient_checkpointing: auto)")
+            loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
         scheduler.step()
         losses.append(world.mean(float(loss)))
         samples += len(batches[step])

@@ -238,3 +238,20 @@ def test_dropout_off_and_only_top_layers_train(base_model, tmp_path):
         if "encoder.layer.1." not in name:
             assert torch.equal(tensor, after[name]), name
     assert any(not torch.equal(t, after[n]) for n, t in before.items() if "encoder.layer.1." in n)
+
+
+def test_regionally_compiled_layers_compute_the_same_embeddings_and_train(base_model):
+    from retrofit_pipeline.training import _embed, compile_layers
+
+    model = load_encoder(base_model, device="cpu")
+    model.eval()
+    texts = [f"{q} {i}" for i, q in enumerate(training_pairs(10)["query"])]
+    with torch.no_grad():
+        eager = _embed(model, texts, 32, "cpu", "fp32")
+    assert compile_layers(model) == 2
+    with torch.no_grad():
+        compiled = _embed(model, texts, 32, "cpu", "fp32")
+    torch.testing.assert_close(eager, compiled, rtol=1e-4, atol=1e-5)
+    model.train()
+    _embed(model, texts, 32, "cpu", "fp32").sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "encoder.layer" in n and p.requires_grad)
