@@ -1,19 +1,11 @@
-"""The Dagster Definitions: `dagster dev` (workspace.yaml) and the CLI load this module."""
+"""The Dagster Definitions: `dagster dev` (workspace.yaml) and the CLI load this module.
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+The primary experiment is the preset RETROFIT_CONFIG names (default assets/presets/default.yaml),
+under the unprefixed asset keys and job names; each preset RETROFIT_EXPERIMENTS lists
+(comma-separated names from assets/presets, or paths) is added beside it under its own name:
+RETROFIT_EXPERIMENTS=default_no_negatives,default_language_diverse dagster dev. See docs/EXPERIMENTS.md."""
 
-from .dagster_defs import checks
-from .dagster_defs.assets import checkpoint, data, index, negatives, official, scores
-from .dagster_defs.automation import (
-    new_raw_data_sensor, prepare_job, refresh_and_retrain_job, report_job, retrofit_job, weekly_retrain,
-)
-from .dagster_defs.resources import RetrofitSettings
+from .dagster_defs.experiment import experiments_from_env
+from .dagster_defs.factory import build_definitions
 
-defs = Definitions(
-    assets=load_assets_from_modules([data, negatives, checkpoint, index, scores, official]),
-    asset_checks=load_asset_checks_from_modules([checks]),
-    jobs=[prepare_job, retrofit_job, refresh_and_retrain_job, report_job],
-    schedules=[weekly_retrain],
-    sensors=[new_raw_data_sensor],
-    resources={"settings": RetrofitSettings()},
-)
+defs = build_definitions(experiments_from_env())

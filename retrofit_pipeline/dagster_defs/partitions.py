@@ -2,6 +2,13 @@
 
 from dagster import StaticPartitionsDefinition
 
-from ..config import load_config
+from ..config import PipelineConfig, load_config
 
-data_scale_partitions = StaticPartitionsDefinition(list(load_config().data_scales))
+
+def partitions_for(config: PipelineConfig) -> StaticPartitionsDefinition:
+    """An experiment's partitions: its preset's data_scales (experiments differ in them)."""
+    return StaticPartitionsDefinition(list(config.data_scales))
+
+
+# The primary experiment's (RETROFIT_CONFIG, read at import).
+data_scale_partitions = partitions_for(load_config())

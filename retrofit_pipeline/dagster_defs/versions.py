@@ -1,8 +1,8 @@
 """Code versions of the assets, so the UI (and automation conditions) know exactly what is stale.
 
 An asset's code version is a hash of the source of the modules that compute it and of the preset
-sections it reads, taken from the preset the definitions are loaded with (RETROFIT_CONFIG, as the
-partitions are). Editing training.py, or the `training:` section of the preset, changes the code
+sections it reads, taken from the preset of the experiment the asset belongs to (RETROFIT_CONFIG for
+the primary one, as its partitions are; each RETROFIT_EXPERIMENTS preset for its own). Editing training.py, or the `training:` section of the preset, changes the code
 version of encoder_checkpoint only; Dagster then shows it and everything downstream of it as stale,
 while the mixture and the negatives stay fresh. Raw data carries a data version of its own
 (a content hash, set by the asset), so a data refresh marks its dependants stale the same way."""
@@ -39,6 +39,8 @@ ASSET_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "official_mteb_scores": (("official_benchmarks.py", "dagster_defs/assets/official.py"),
                              ("evaluation.mteb_tasks", "evaluation.mteb_benchmark", "evaluation.mteb_languages",
                               "evaluation.mteb_retrieval_only", "evaluation.mteb_dataset_overrides", "base_model")),
+    # One asset over every experiment of the definitions: see experiments_code_version.
+    "experiments_report": (("reporting.py", "dagster_defs/assets/experiments.py"), ("name", "data_scales")),
 }
 
 
@@ -67,4 +69,13 @@ def code_version(asset: str, config: PipelineConfig | None = None) -> str:
     for source in sources:
         digest.update(_source_digest(source))
     digest.update(json.dumps({key: _preset_value(config, key) for key in keys}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def experiments_code_version(asset: str, configs: list[PipelineConfig]) -> str:
+    """The code version of an asset computed over several experiments (experiments_report): it
+    changes when any of them changes what the asset reads, or when one is added or removed."""
+    digest = hashlib.sha256()
+    for config in configs:
+        digest.update(code_version(asset, config).encode())
     return digest.hexdigest()[:16]

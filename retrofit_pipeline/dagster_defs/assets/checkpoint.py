@@ -5,42 +5,47 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Pip
 from ...distributed_training import checkpoint_metadata, progress_logger, read_training_data, torchrun_command
 from ...model_card import render_model_card
 from ...training import train_encoder
-from ..partitions import data_scale_partitions
-from ..resources import RetrofitSettings
-from ..versions import code_version
+from ..experiment import Experiment
 from ..pools import ACCELERATOR_POOL
-from .negatives import hard_negatives
+from ..resources import RetrofitSettings
 
 _METADATA_TYPES = {"md": MetadataValue.md, "json": MetadataValue.json, "path": MetadataValue.path}
 
 
-@asset(group_name="training", kinds={"pytorch", "huggingface"}, partitions_def=data_scale_partitions, deps=[hard_negatives],
-       code_version=code_version("encoder_checkpoint"), pool=ACCELERATOR_POOL)
-def encoder_checkpoint(context: AssetExecutionContext, settings: RetrofitSettings) -> MaterializeResult:
-    """InfoNCE over in-batch + hard negatives; bf16 and gradient checkpointing on GPU; gradient
-    caching for batches larger than memory; saved as a sentence-transformers checkpoint
-    (safetensors) with a model card. Resumes from its last saved step. With
-    `training.launcher: torchrun` it runs as a torchrun job (nproc_per_node processes) through Dagster Pipes."""
-    config, paths = settings.pipeline(), settings.paths()
-    scale = context.partition_key
-    if config.training.launcher == "torchrun":
-        return _train_with_torchrun(context, settings, scale)
-    if config.training.launcher == "k8s":
-        return _train_on_kubernetes(context, settings, scale)
+def build(exp: Experiment) -> list:
+    """encoder_checkpoint of one experiment."""
 
-    data = read_training_data(paths, scale)
-    result = train_encoder(
-        config.base_model, data, config.training, paths.checkpoint(scale), paths.training_work(scale),
-        model_card=lambda r: render_model_card(config, scale, data, r, scores=None),
-        on_progress=progress_logger(context.log.info, len(data), config.training.batch_size),
-    )
-    if result.resumed_from_step:
-        context.log.info(f"resumed from step {result.resumed_from_step}")
-    metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)))
-    return MaterializeResult(metadata={
-        key: _METADATA_TYPES[value["type"]](value["raw_value"]) if isinstance(value, dict) else value
-        for key, value in metadata.items()
-    })
+    @asset(key_prefix=exp.prefix, group_name=exp.group("training"), kinds={"pytorch", "huggingface"}, partitions_def=exp.partitions,
+           deps=exp.keys("hard_negatives"), code_version=exp.code_version("encoder_checkpoint"), pool=ACCELERATOR_POOL,
+           required_resource_keys={exp.resource_key})
+    def encoder_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
+        """InfoNCE over in-batch + hard negatives; bf16 and gradient checkpointing on GPU; gradient
+        caching for batches larger than memory; saved as a sentence-transformers checkpoint
+        (safetensors) with a model card. Resumes from its last saved step. With
+        `training.launcher: torchrun` it runs as a torchrun job (nproc_per_node processes) through Dagster Pipes."""
+        settings = exp.settings(context)
+        config, paths = settings.pipeline(), settings.paths()
+        scale = context.partition_key
+        if config.training.launcher == "torchrun":
+            return _train_with_torchrun(context, settings, scale)
+        if config.training.launcher == "k8s":
+            return _train_on_kubernetes(context, settings, scale)
+
+        data = read_training_data(paths, scale)
+        result = train_encoder(
+            config.base_model, data, config.training, paths.checkpoint(scale), paths.training_work(scale),
+            model_card=lambda r: render_model_card(config, scale, data, r, scores=None),
+            on_progress=progress_logger(context.log.info, len(data), config.training.batch_size),
+        )
+        if result.resumed_from_step:
+            context.log.info(f"resumed from step {result.resumed_from_step}")
+        metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)))
+        return MaterializeResult(metadata={
+            key: _METADATA_TYPES[value["type"]](value["raw_value"]) if isinstance(value, dict) else value
+            for key, value in metadata.items()
+        })
+
+    return [encoder_checkpoint]
 
 
 def _train_with_torchrun(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
