@@ -103,7 +103,7 @@ def summary_row(name: str, scale: str, root: Path, what: str, seconds: float, he
 
     comparison = paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
                                    pd.read_parquet(root / "scores" / scale / "per_query.parquet"), held_out_domains)
-    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": round(seconds / 60, 1)}
+    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": f"{seconds / 60:.1f}"}
     for scope, group in comparison[comparison["domain"] == "mean"].groupby("scope"):
         mean = group.iloc[0]
         row[f"{scope} base"] = mean["base"]
@@ -123,8 +123,8 @@ def ablation_rows(results: dict[str, Path], scale: str, held_out_domains: list[s
         ablation_scores = pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")
         comparison = paired_comparison(reference_scores, ablation_scores, held_out_domains)
         for row in comparison[comparison["domain"] == "mean"].itertuples():
-            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, reference: row.base, ablation: row.retrofitted,
-                         "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
+            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": row.base,
+                         "nDCG@10 of the ablation": row.retrofitted, "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
     return rows
 
 
