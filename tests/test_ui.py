@@ -1,7 +1,8 @@
 """The user's daily path in a real browser: `dagster dev` on loopback with workspace.yaml, Debian's
-Chromium driven by Selenium. The lineage page shows every asset; the first asset is materialized
-from its page, then one data-scale partition of the first partitioned asset from the partition
-dialog; both runs succeed and the asset page shows the metadata they recorded.
+Chromium driven by Selenium. The lineage page shows every asset; the first asset and the cleaned
+training pool are materialized from their pages, then one data-scale partition of the first
+partitioned asset from the partition dialog; every run succeeds and the asset page shows the
+metadata they recorded.
 
 Chromium and ChromeDriver are Debian packages: the suite installs them itself (apt-get, as root)
 and skips only when they cannot be installed on this machine, saying why."""
@@ -169,6 +170,17 @@ def test_lineage_page_shows_every_asset(browser, dagster_dev):
     assert len(expected) >= 10, expected
 
 
+def _page_once_it_shows(browser, label: str, what: str) -> str:
+    """The page's text, once it contains `label` (metadata renders after the page itself)."""
+    from selenium.webdriver.common.by import By
+
+    def page_text():
+        text = browser.find_element(By.TAG_NAME, "body").text
+        return text if label in text else None
+
+    return _wait_for(page_text, PAGE_TIMEOUT_S, what)
+
+
 def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster_dev):
     from selenium.webdriver.common.by import By
 
@@ -177,6 +189,13 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
     browser.find_element(By.XPATH, "//button[normalize-space()='Materialize']").click()
     links_before = _run_links(browser)
     browser.find_element(By.XPATH, "//button[normalize-space()='Confirm']").click()
+    _run_succeeds(browser, _launched_run_url(browser, links_before))
+
+    # The cleaned training pool (unpartitioned, upstream of every scale): a plain Materialize, no confirmation
+    # once raw_corpora exists.
+    _open(browser, f"{dagster_dev}/assets/training_pool")
+    links_before = _run_links(browser)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Materialize']").click()
     _run_succeeds(browser, _launched_run_url(browser, links_before))
 
     # One data-scale partition of the first partitioned asset, picked in the partition dialog.
@@ -193,10 +212,12 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
 
     # The asset page now shows what the run recorded.
     _open(browser, f"{dagster_dev}/assets/training_mixture?partition=small")
-    def page_with_metadata():
-        text = browser.find_element(By.TAG_NAME, "body").text
-        return text if "rows_by_language" in text else None
-
-    page = _wait_for(page_with_metadata, PAGE_TIMEOUT_S, "training_mixture's metadata on its page")
-    for label in ("rows_by_task", "rows_by_language_and_task", "dropped_exact_duplicates", "dropped_eval_overlap_exact"):
+    page = _page_once_it_shows(browser, "rows_by_language", "training_mixture's metadata on its page")
+    for label in ("rows_by_task", "rows_by_language_and_task", "rows_by_domain", "distinct_queries"):
         assert label in page, label
+
+    # The cleaning counts are recorded once, on the training pool's page.
+    _open(browser, f"{dagster_dev}/assets/training_pool")
+    pool_page = _page_once_it_shows(browser, "dropped_exact_duplicates", "training_pool's metadata on its page")
+    for label in ("dropped_eval_overlap_exact", "dropped_near_duplicates", "held_out_domains"):
+        assert label in pool_page, label
