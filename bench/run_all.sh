@@ -13,12 +13,18 @@ run() { echo "== $*" >&2; .venv/bin/python "$@" 2>/dev/null; }
 
 run bench/encode_throughput.py --passages 1000
 run bench/mining.py --pool-sizes 100000 1000000
+run bench/dedup.py --rows 1000000 --baseline-rows 100000
 run bench/training_throughput.py --steps 16
 run bench/training_throughput.py --steps 16 --mini-batch-size 8
 run bench/training_throughput.py --large-batch --max-length 32 --steps 1
 if .venv/bin/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  run bench/encode_throughput.py --passages 20000 --batch-size 256 --device cuda
-  run bench/training_throughput.py --device cuda --batch-size 256 --negatives 7 --steps 20
+  run bench/encode_throughput.py --passages 20000 --batch-size 256 --device cuda   # also against the peer in bf16
+  run bench/training_throughput.py --device cuda --batch-size 256 --negatives 7 --steps 20 --precision bf16
   run bench/training_throughput.py --device cuda --large-batch
-  run bench/train_mfu.py --device cuda --batch-size 64 --negatives 7 --seq-len 256
+  for seq in 128 256; do   # MFU levers, one at a time: checkpointing, regional compile, frozen embeddings
+    run bench/train_mfu.py --device cuda --batch-size 256 --negatives 7 --seq-len $seq --checkpointing off
+    run bench/train_mfu.py --device cuda --batch-size 256 --negatives 7 --seq-len $seq --checkpointing off --compile-layers
+    run bench/train_mfu.py --device cuda --batch-size 256 --negatives 7 --seq-len $seq --checkpointing off --compile-layers --freeze-embeddings
+    run bench/train_mfu.py --device cuda --batch-size 256 --negatives 7 --seq-len $seq --checkpointing on
+  done
 fi

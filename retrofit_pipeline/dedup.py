@@ -24,7 +24,8 @@ class MinHasher:
     """MinHash signatures over character n-gram shingles, vectorized with numpy over many texts at
     once: code points -> rolling n-gram hashes -> num_perm universal hashes -> per-text minimum."""
 
-    _SHINGLES_PER_BLOCK = 32_768  # bounds memory: one block holds shingles x num_perm uint64 values
+    _SHINGLES_PER_BLOCK = 32_768
+    _TEXTS_PER_CHUNK = 20_000  # bounds memory: one block holds shingles x num_perm uint64 values
 
     def __init__(self, num_perm: int = 64, shingle_size: int = 5, seed: int = 13):
         rng = np.random.default_rng(seed)
@@ -52,8 +53,14 @@ class MinHasher:
         return hashes[positions], counts
 
     def signatures(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.num_perm), np.uint64)
+        """One signature row per text. Texts are processed _TEXTS_PER_CHUNK at a time, so memory is
+        bounded by the chunk (its code points and shingles), not by the number of texts."""
+        result = np.empty((len(texts), self.num_perm), dtype=np.uint64)
+        for start in range(0, len(texts), self._TEXTS_PER_CHUNK):
+            result[start : start + self._TEXTS_PER_CHUNK] = self._chunk_signatures(texts[start : start + self._TEXTS_PER_CHUNK])
+        return result
+
+    def _chunk_signatures(self, texts: list[str]) -> np.ndarray:
         shingles, counts = self._shingle_hashes(texts)
         result = np.empty((len(texts), self.num_perm), dtype=np.uint64)
         ends = np.cumsum(counts)

@@ -26,10 +26,11 @@ where an uninterrupted run would."""
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 import json
+import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,8 @@ from tqdm.auto import tqdm
 
 from .artifact_io import atomic_directory
 from .encoder import autocast_for, embed_batch, load_encoder, resolve_device, tokenize
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -592,9 +595,7 @@ def train_encoder(
             start_step, losses = int(state["step"]), list(state["losses"])
     if world.is_main:
         for warning in warnings:
-            import logging
-
-            logging.getLogger(__name__).warning(warning)
+            logger.warning(warning)
 
     def save_resume_point(step: int) -> None:
         from safetensors.torch import save_file

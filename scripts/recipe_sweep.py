@@ -40,6 +40,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "top_3_layers": ({"training": {"trainable_top_layers": 3}}, "which weights move: the top 3 of 12 layers"),
     "wise_ft_0.5": ({"training": {"interpolate_with_base": 0.5}}, "which weights move: WiSE-FT halfway back to the base"),
     "dropout_0.1": ({"training": {"dropout": 0.1}}, "dropout as pre-trained (0.1) instead of off"),
+    "general_in_mixture": ({"evaluation": {"held_out_domains": []}},
+                           "general-domain data in the mixture: Wikipedia trained on (its held-out articles still scored)"),
     "random_negatives": ({"negatives": {"strategy": "random"}}, "ablation: a random negative instead of a mined one"),
     "in_batch_only": ({"negatives": {"strategy": "none"}}, "ablation: no extra negative (in-batch only)"),
     "language_diverse": ({"mixture": {"policy": "language_diverse"}}, "ablation: language-diverse mixture at equal size"),
@@ -75,10 +77,11 @@ def run(preset: Path, selection: list[str], partition: str | None) -> None:
     assert result.success
 
 
-def share_data(default_root: Path, variant_root: Path, scale: str, training_only: bool) -> None:
+def share_data(default_root: Path, variant_root: Path, scale: str, training_only: bool, own_pool: bool) -> None:
     """Copies what the variant shares with the default: always the raw data, evaluation set and base
-    scores; for a variant that changes only training, also the default's mixture and negatives of
-    the scale (so the checkpoints differ by the training settings alone)."""
+    scores (without the training pool when the variant builds its own); for a variant that changes
+    only training, also the default's mixture and negatives of the scale (so the checkpoints differ
+    by the training settings alone)."""
     parts = list(SHARED)
     if training_only:
         parts += [f"mixture/{scale}.parquet", f"negatives/{scale}.parquet", f"negatives/{scale}.report.json"]
@@ -88,11 +91,19 @@ def share_data(default_root: Path, variant_root: Path, scale: str, training_only
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    if own_pool:
+        for name in ("training_pool.parquet", "training_pool.cleaning.json"):
+            (variant_root / "raw" / name).unlink(missing_ok=True)
 
 
-def summary_row(name: str, scale: str, root: Path, what: str, seconds: float) -> dict:
-    comparison = pd.read_parquet(root / "scores" / scale / "comparison.parquet")
-    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": round(seconds / 60, 1)}
+def summary_row(name: str, scale: str, root: Path, what: str, seconds: float, held_out_domains: list[str]) -> dict:
+    """The variant's means against the base, in the default's scopes (so a variant that trains on a
+    held-out domain is still reported per domain, comparably), with paired bootstrap intervals."""
+    from retrofit_pipeline.comparison import paired_comparison
+
+    comparison = paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
+                                   pd.read_parquet(root / "scores" / scale / "per_query.parquet"), held_out_domains)
+    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": f"{seconds / 60:.1f}"}
     for scope, group in comparison[comparison["domain"] == "mean"].groupby("scope"):
         mean = group.iloc[0]
         row[f"{scope} base"] = mean["base"]
@@ -112,8 +123,8 @@ def ablation_rows(results: dict[str, Path], scale: str, held_out_domains: list[s
         ablation_scores = pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")
         comparison = paired_comparison(reference_scores, ablation_scores, held_out_domains)
         for row in comparison[comparison["domain"] == "mean"].itertuples():
-            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, reference: row.base, ablation: row.retrofitted,
-                         "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
+            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": row.base,
+                         "nDCG@10 of the ablation": row.retrofitted, "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
     return rows
 
 
@@ -123,6 +134,7 @@ def main() -> None:
     parser.add_argument("--scale", default="2k")
     parser.add_argument("--curve", nargs="+", help="data-scale partitions of the default to train and score instead of the variants")
     parser.add_argument("--out", default=str(REPO / "docs" / "SWEEP.md"))
+    parser.add_argument("--force", action="store_true", help="re-run variants that are scored already")
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -145,15 +157,22 @@ def main() -> None:
         preset = write_preset(name, overrides, presets_dir)
         root = load_config(preset).experiment_dir
         training_only = set(overrides) <= {"training"} and name != "default"
+        own_pool = "evaluation" in overrides  # held-out domains change what the training pool may hold
         if root != default_root:
             if training_only and not (default_root / "negatives" / f"{scale}.parquet").exists():
                 run(DEFAULT, per_scale[:2], scale)  # the default's mixture and negatives, shared by training variants
-            share_data(default_root, root, scale, training_only)
+            share_data(default_root, root, scale, training_only, own_pool)
+            if own_pool:
+                run(preset, ["training_pool"], None)
         started = time.perf_counter()
-        print(f"== {name} at {scale}: {what}", flush=True)
-        run(preset, per_scale[2:] if training_only else per_scale, scale)
+        if (root / "scores" / scale / "comparison.parquet").exists() and not args.force:
+            print(f"== {name} at {scale}: scored already (--force re-runs it)", flush=True)
+        else:
+            print(f"== {name} at {scale}: {what}", flush=True)
+            run(preset, per_scale[2:] if training_only else per_scale, scale)
         results[name] = root
-        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}", time.perf_counter() - started))
+        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}", time.perf_counter() - started,
+                                default_config.evaluation.held_out_domains))
         print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
 
     table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f")

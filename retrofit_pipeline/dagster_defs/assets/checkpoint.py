@@ -39,6 +39,8 @@ def build(exp: Experiment) -> list:
         )
         if result.resumed_from_step:
             context.log.info(f"resumed from step {result.resumed_from_step}")
+        for warning in result.warnings:  # also in the metadata (warnings)
+            context.log.warning(warning)
         metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)))
         return MaterializeResult(metadata={
             key: _METADATA_TYPES[value["type"]](value["raw_value"]) if isinstance(value, dict) else value
