@@ -62,7 +62,8 @@ def side_by_side_table(curve: pd.DataFrame, missing: list[str]) -> str:
         row["run"] = str(group["run_id"].iloc[0])[:8]
         rows.append(row)
     rows += [{"experiment": name, "data scale": "no retrieval_scores yet"} for name in missing]
-    return pd.DataFrame(rows).fillna("").to_markdown(index=False) if rows else "no experiment has retrieval_scores yet"
+    # disable_numparse: the cells are formatted already; tabulate would re-parse "0.9150" and print 0.915
+    return pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True) if rows else "no experiment has retrieval_scores yet"
 
 
 def build(experiments: list[Experiment]):
