@@ -96,18 +96,18 @@ def share_data(default_root: Path, variant_root: Path, scale: str, training_only
             (variant_root / "raw" / name).unlink(missing_ok=True)
 
 
-def summary_row(name: str, scale: str, root: Path, what: str, seconds: float, held_out_domains: list[str]) -> dict:
+def summary_row(name: str, scale: str, root: Path, what: str, seconds: float | None, held_out_domains: list[str]) -> dict:
     """The variant's means against the base, in the default's scopes (so a variant that trains on a
     held-out domain is still reported per domain, comparably), with paired bootstrap intervals."""
     from retrofit_pipeline.comparison import paired_comparison
 
     comparison = paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
                                    pd.read_parquet(root / "scores" / scale / "per_query.parquet"), held_out_domains)
-    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": f"{seconds / 60:.1f}"}
+    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": f"{seconds / 60:.1f}" if seconds is not None else "earlier run"}
     for scope, group in comparison[comparison["domain"] == "mean"].groupby("scope"):
         mean = group.iloc[0]
-        row[f"{scope} base"] = mean["base"]
-        row[f"{scope}"] = mean["retrofitted"]
+        row[f"{scope} base"] = f"{mean['base']:.4f}"
+        row[f"{scope}"] = f"{mean['retrofitted']:.4f}"
         row[f"{scope} gain [95% CI]"] = f"{mean['gain']:+.4f} [{mean['ci_low']:+.4f}, {mean['ci_high']:+.4f}]"
     return row
 
@@ -123,8 +123,8 @@ def ablation_rows(results: dict[str, Path], scale: str, held_out_domains: list[s
         ablation_scores = pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")
         comparison = paired_comparison(reference_scores, ablation_scores, held_out_domains)
         for row in comparison[comparison["domain"] == "mean"].itertuples():
-            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": row.base,
-                         "nDCG@10 of the ablation": row.retrofitted, "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
+            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": f"{row.base:.4f}",
+                         "nDCG@10 of the ablation": f"{row.retrofitted:.4f}", "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
     return rows
 
 
@@ -167,20 +167,22 @@ def main() -> None:
         started = time.perf_counter()
         if (root / "scores" / scale / "comparison.parquet").exists() and not args.force:
             print(f"== {name} at {scale}: scored already (--force re-runs it)", flush=True)
+            started = None
         else:
             print(f"== {name} at {scale}: {what}", flush=True)
             run(preset, per_scale[2:] if training_only else per_scale, scale)
         results[name] = root
-        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}", time.perf_counter() - started,
+        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}", time.perf_counter() - started if started is not None else None,
                                 default_config.evaluation.held_out_domains))
         print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
 
-    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f")
+    # Cells are formatted here; disable_numparse keeps tabulate from re-parsing "16.6" minutes as a score.
+    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
     ablations = ablation_rows(results, args.scale, default_config.evaluation.held_out_domains)
     text = [f"Measured with `{' '.join(['.venv/bin/python', 'scripts/recipe_sweep.py'] + sys.argv[1:])}`; "
             "nDCG@10 means, paired bootstrap 95 % intervals over queries.", "", table]
     if ablations:
-        text += ["", "Ablations, paired against the variant they change:", "", pd.DataFrame(ablations).to_markdown(index=False, floatfmt=".4f")]
+        text += ["", "Ablations, paired against the variant they change:", "", pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text) + "\n", encoding="utf-8")
