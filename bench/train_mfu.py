@@ -40,13 +40,31 @@ def build_xlmr_base_shape(directory: Path, texts: list[str], layers: int, hidden
     return directory
 
 
-def _sdpa_backends(device: str) -> dict:
-    """Which scaled-dot-product-attention kernels torch may pick on this device (flash needs bf16/fp16 and no mask)."""
+def _sdpa_backend_that_runs(device: str, batch: int, heads: int, seq_len: int, head_dim: int) -> dict:
+    """The kernel scaled_dot_product_attention dispatches to for this encoder's attention call
+    (bf16, a padding mask as BERT/XLM-R pass one, with and without it): torch tries its kernels in
+    priority order, so the first one that accepts the call when it is the only one allowed is the one
+    that ran. Flash attention takes no arbitrary mask, so a padded batch falls back to another."""
     if not device.startswith("cuda"):
         return {}
-    backends = torch.backends.cuda
-    return {"flash": backends.flash_sdp_enabled(), "memory_efficient": backends.mem_efficient_sdp_enabled(),
-            "cudnn": backends.cudnn_sdp_enabled(), "math": backends.math_sdp_enabled()}
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention
+
+    q = torch.randn(batch, heads, seq_len, head_dim, device=device, dtype=torch.bfloat16)
+    mask = torch.ones(batch, 1, 1, seq_len, device=device, dtype=torch.bool)
+    mask[:, :, :, seq_len // 2 :] = False  # half the positions are padding
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    found = {}
+    for label, attn_mask in (("with_padding_mask", mask), ("without_mask", None)):
+        for backend in order:
+            try:
+                with sdpa_kernel([backend]):
+                    scaled_dot_product_attention(q, q, q, attn_mask=attn_mask)
+                found[label] = backend.name.lower()
+                break
+            except RuntimeError:
+                continue
+    return found
 
 
 def main() -> None:
@@ -120,7 +138,7 @@ def main() -> None:
         "parameters": total_params, "non_embedding_parameters": total_params - embedding_params,
         "batch_size": args.batch_size, "negatives_per_query": args.negatives, "seq_len": args.seq_len,
         "texts_per_step": len(texts), "gradient_checkpointing": args.checkpointing, "compile_layers": args.compile_layers,
-        "freeze_embeddings": args.freeze_embeddings, "sdpa_backends": _sdpa_backends(device), "precision": "bf16" if device.startswith("cuda") else "fp32",
+        "freeze_embeddings": args.freeze_embeddings, "sdpa_kernel": _sdpa_backend_that_runs(device, min(len(texts), 64), args.hidden // 64, args.seq_len, 64), "precision": "bf16" if device.startswith("cuda") else "fp32",
         "samples_per_second": round(args.batch_size / step_seconds, 2),
         "tokens_per_second": round(tokens_per_step / step_seconds),
         "model_tflops_per_second": round(achieved_tflops, 2),
