@@ -11,7 +11,7 @@ corpora, evaluation set, training pool, base-model scores) is materialized once 
 experiment and copied into each variant's folder first: the variants differ only in what they
 change, and the evaluation fingerprint check in retrieval_scores proves they are scored on the
 same queries. The script writes one table (docs/SWEEP.md by default): in-domain and out-of-domain
-means with the paired bootstrap interval of each gain over the base model, and, for the ablations,
+means with the paired bootstrap interval of each gain over the base model, and, for every variant,
 the paired difference against the variant they ablate."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "in_batch_only": ({"negatives": {"strategy": "none"}}, "ablation: no extra negative (in-batch only)"),
     "language_diverse": ({"mixture": {"policy": "language_diverse"}}, "ablation: language-diverse mixture at equal size"),
 }
-# ablation -> the variant it is compared with, paired per query
-ABLATION_OF = {"random_negatives": "default", "in_batch_only": "default", "language_diverse": "default"}
+# variant -> the variant it is compared with, paired per query: every one changes the default
+ABLATION_OF = {name: "default" for name in VARIANTS if name != "default"}
 SHARED = ("raw", "evaluation", "scores/base")
 
 
@@ -123,8 +123,8 @@ def ablation_rows(results: dict[str, Path], scale: str, held_out_domains: list[s
         ablation_scores = pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")
         comparison = paired_comparison(reference_scores, ablation_scores, held_out_domains)
         for row in comparison[comparison["domain"] == "mean"].itertuples():
-            rows.append({"ablation": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": f"{row.base:.4f}",
-                         "nDCG@10 of the ablation": f"{row.retrofitted:.4f}", "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
+            rows.append({"variant": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": f"{row.base:.4f}",
+                         "nDCG@10 of the variant": f"{row.retrofitted:.4f}", "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
     return rows
 
 
@@ -182,7 +182,7 @@ def main() -> None:
     text = [f"Measured with `{' '.join(['.venv/bin/python', 'scripts/recipe_sweep.py'] + sys.argv[1:])}`; "
             "nDCG@10 means, paired bootstrap 95 % intervals over queries.", "", table]
     if ablations:
-        text += ["", "Ablations, paired against the variant they change:", "", pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
+        text += ["", "Each variant paired per query against the variant it changes (the default):", "", pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text) + "\n", encoding="utf-8")
