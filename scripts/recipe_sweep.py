@@ -12,7 +12,7 @@ experiment and copied into each variant's folder first: the variants differ only
 change, and the evaluation fingerprint check in retrieval_scores proves they are scored on the
 same queries. The script writes one table (docs/SWEEP.md by default): in-domain and out-of-domain
 means with the paired bootstrap interval of each gain over the base model, and, for every variant,
-the paired difference against the variant they ablate."""
+the paired difference against the default."""
 
 from __future__ import annotations
 
