@@ -187,6 +187,17 @@ def test_lineage_page_shows_every_asset(browser, dagster_dev):
     assert len(expected) >= 10, expected
 
 
+def _page_once_it_shows(browser, label: str, what: str) -> str:
+    """The page's text, once it contains `label` (metadata renders after the page itself)."""
+    from selenium.webdriver.common.by import By
+
+    def page_text():
+        text = browser.find_element(By.TAG_NAME, "body").text
+        return text if label in text else None
+
+    return _wait_for(page_text, PAGE_TIMEOUT_S, what)
+
+
 def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster_dev):
     from selenium.webdriver.common.by import By
 
@@ -217,18 +228,13 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
 
     # The asset page now shows what the run recorded.
     _open(browser, f"{dagster_dev}/assets/training_mixture?partition=small")
-    def page_with_metadata():
-        text = browser.find_element(By.TAG_NAME, "body").text
-        return text if "rows_by_language" in text else None
-
-    page = _wait_for(page_with_metadata, PAGE_TIMEOUT_S, "training_mixture's metadata on its page")
+    page = _page_once_it_shows(browser, "rows_by_language", "training_mixture's metadata on its page")
     for label in ("rows_by_task", "rows_by_language_and_task", "rows_by_domain", "distinct_queries"):
         assert label in page, label
 
     # The cleaning counts are recorded once, on the training pool's page.
     _open(browser, f"{dagster_dev}/assets/training_pool")
-    pool_page = _wait_for(lambda: (lambda text: text if "dropped_exact_duplicates" in text else None)(
-        browser.find_element(By.TAG_NAME, "body").text), PAGE_TIMEOUT_S, "training_pool's metadata on its page")
+    pool_page = _page_once_it_shows(browser, "dropped_exact_duplicates", "training_pool's metadata on its page")
     for label in ("dropped_eval_overlap_exact", "dropped_near_duplicates", "held_out_domains"):
         assert label in pool_page, label
 
