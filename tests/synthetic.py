@@ -42,8 +42,13 @@ def training_pairs(count: int = 240, seed: int = 1) -> pd.DataFrame:
 
 
 def evaluation_frames(count: int = 60, seed: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Items i = 3k, 3k+1, 3k+2 are one document in de, fr and ru (column "identity" = "t<k>"):
+    the pooled and cross-lingual scopes judge the other languages' versions relevant."""
     items = make_items(count, seed)
-    corpus = pd.DataFrame({"docid": [f"d{i['id']}" for i in items], "title": "", "text": [i["passage"] for i in items], "language": [i["language"] for i in items]})
-    queries = pd.DataFrame({"query_id": [f"q{i['id']}" for i in items], "query": [i["query"] for i in items], "language": [i["language"] for i in items]})
+    identities = [f"t{seed}-{n // len(LANGUAGES)}" for n in range(len(items))]
+    corpus = pd.DataFrame({"docid": [f"d{i['id']}" for i in items], "title": "", "text": [i["passage"] for i in items],
+                           "language": [i["language"] for i in items], "identity": identities})
+    queries = pd.DataFrame({"query_id": [f"q{i['id']}" for i in items], "query": [i["query"] for i in items],
+                            "language": [i["language"] for i in items], "identity": identities})
     qrels = pd.DataFrame({"query_id": queries["query_id"], "docid": corpus["docid"], "relevance": 1, "language": corpus["language"]})
     return corpus, queries, qrels

@@ -1,6 +1,7 @@
 """The default source: man pages in several languages and scripts, parsed from groff text."""
 
 import gzip
+from collections import Counter
 from pathlib import Path
 
 from retrofit_pipeline.sources.debian_manpages import build_pairs, is_evaluation_page, load_manpages, build_manpage_corpus
@@ -69,3 +70,21 @@ def test_evaluation_split_holds_out_whole_pages_in_every_language(tmp_path):
     eval_keys = {doc.split(":", 1)[1] for doc in evaluation.corpus["doc_id"]}
     assert eval_keys == held_out and not (train_keys & eval_keys)
     assert stats["pages_parsed"] == 6
+
+
+def test_a_name_line_two_evaluation_pages_share_is_no_query_and_every_page_has_its_identity():
+    """Two pages with one NAME line ("list directory contents" for ls.1 and dir.1, say) would each
+    have one "right" answer for the same query: neither is a query; both passages stay."""
+    from retrofit_pipeline.sources.debian_manpages import ManPage, build_evaluation_set
+
+    pages = [ManPage("ls.1", "en", "list directory contents", ("List information about the FILEs.",), "ls"),
+             ManPage("dir.1", "en", "List  directory contents", ("Equivalent to ls -C -b: lists the FILEs in columns.",), "dir"),
+             ManPage("cp.1", "en", "copy files and directories", ("Copy SOURCE to DEST.",), "cp"),
+             ManPage("cp.1", "de", "Dateien und Verzeichnisse kopieren", ("Kopiert QUELLE nach ZIEL.",), "cp-de")]
+    dropped = Counter()
+    evaluation = build_evaluation_set(pages, dropped)
+    assert evaluation.queries["text"].tolist() == ["copy files and directories", "Dateien und Verzeichnisse kopieren"]
+    assert len(evaluation.corpus) == 4 and dropped["eval_ambiguous_query"] == 2
+    assert evaluation.corpus.set_index("doc_id")["identity"].to_dict()["de:cp.1"] == "manpages:cp.1"
+    assert evaluation.queries["task_type"].unique().tolist() == ["summary_retrieval"]
+    assert not evaluation.queries["text"].str.lower().duplicated().any()

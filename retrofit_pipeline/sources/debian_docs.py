@@ -500,7 +500,7 @@ def build_pairs(sections: list[Section]) -> pd.DataFrame:
             "query_id": derived_query_id(query_language, query),
             "query": query, "positive": _truncate(positive),
             "language": query_language, "passage_language": section.language,
-            "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME,
+            "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME, "identity": section_identity(section, training=True),
         })
 
     for section in sections:
@@ -514,6 +514,16 @@ def build_pairs(sections: list[Section]) -> pd.DataFrame:
         if section.language != "en" and section.aligned and source is not None:
             add("cross_lingual_retrieval", section, source.heading, section.passages[0], "en")
     return pd.DataFrame(rows)
+
+
+def section_identity(section: Section, training: bool = False) -> str | None:
+    """The section in every language ("system-docs:reference:ch02#_anchor"), where its uid names
+    the same section in every language. A section without such a uid has none for evaluation (no
+    translation can be judged), and its named ancestor's for training, where the identity only
+    keeps passages of one document from being each other's negatives."""
+    if section.aligned:
+        return f"{DOMAIN}:{section.uid}"
+    return f"{DOMAIN}:{section.split_key}" if training else None
 
 
 def build_evaluation_set(sections: list[Section], dropped: Counter) -> EvaluationSet:
@@ -532,7 +542,8 @@ def build_evaluation_set(sections: list[Section], dropped: Counter) -> Evaluatio
             doc_id = doc_of_passage.get(passage)
             if doc_id is None:
                 doc_id = doc_of_passage[passage] = f"{language}:{section.uid}"
-                corpus_rows.append({"doc_id": doc_id, "language": language, "domain": DOMAIN, "text": passage})
+                corpus_rows.append({"doc_id": doc_id, "language": language, "domain": DOMAIN, "text": passage,
+                                    "identity": section_identity(section)})
             else:
                 dropped["eval_duplicate_passage"] += 1
             if not section.heading:
@@ -541,7 +552,8 @@ def build_evaluation_set(sections: list[Section], dropped: Counter) -> Evaluatio
                 dropped["eval_ambiguous_query"] += 1
                 continue
             query_id = f"q:{language}:{section.uid}"
-            query_rows.append({"query_id": query_id, "language": language, "domain": DOMAIN, "text": section.heading})
+            query_rows.append({"query_id": query_id, "language": language, "domain": DOMAIN, "text": section.heading,
+                               "identity": section_identity(section), "task_type": _heading_task(section)})
             qrel_rows.append({"query_id": query_id, "doc_id": doc_id, "score": 1})
     qrels = pd.DataFrame(qrel_rows, columns=["query_id", "doc_id", "score"])
     return EvaluationSet(pd.DataFrame(corpus_rows), pd.DataFrame(query_rows), qrels)
@@ -567,7 +579,8 @@ def _nested_counts(frame: pd.DataFrame, outer: str, inner: str) -> dict:
 def build_debian_docs(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, EvaluationSet | None, dict]:
     """Spec keys: packages (default DEFAULT_PACKAGES), languages (ISO codes, default all found;
     English is always parsed, as the reference for alignment and untranslated text), eval_fraction
-    (default DEFAULT_EVAL_FRACTION; 0 gives no evaluation set), doc_root (an already unpacked tree
+    (default DEFAULT_EVAL_FRACTION; 0 gives no evaluation set), held_out_collections (collections
+    held out whole: faq, reference, handbook, install-guide), doc_root (an already unpacked tree
     instead of downloading the packages into cache_dir / "debian-docs")."""
     eval_fraction = float(spec.get("eval_fraction", DEFAULT_EVAL_FRACTION))
     doc_root = spec.get("doc_root")
@@ -593,7 +606,15 @@ def build_debian_docs(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
         found = sorted({f.language for f in discover_files(doc_root)})
         raise DataValidationError(label, "-", "languages", f"no section with a usable paragraph in "
                                   f"{sorted(wanted) if wanted else 'any language'} (found: {found})")
-    held_out = [is_evaluation_page(s.split_key, eval_fraction) for s in sections]
+    # A collection held out whole (e.g. the FAQ, for a leave-one-task-out score on its questions)
+    # is on the evaluation side in every language; the rest by the hash of the section identity.
+    held_out_collections = set(spec.get("held_out_collections", []))
+    unknown = held_out_collections - {s.collection for s in sections}
+    if unknown:
+        raise DataValidationError(label, "-", "held_out_collections", f"no section of collection(s) {sorted(unknown)}; "
+                                  f"found {sorted({s.collection for s in sections})}")
+    held_out = [eval_fraction > 0 and (s.collection in held_out_collections or is_evaluation_page(s.split_key, eval_fraction))
+                for s in sections]
     held_out_sections = [s for s, out in zip(sections, held_out) if out]
     train = _without_held_out_paragraphs([s for s, out in zip(sections, held_out) if not out], held_out_sections, dropped)
     pairs = build_pairs(train)

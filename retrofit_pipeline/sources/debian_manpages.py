@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..dedup import normalize_text
 from ..schema import EvaluationSet, validate_evaluation_set, validate_pairs
 from .groff import ParsedManPage, parse_man, read_page
 from .registry import fetch_debian_packages
@@ -153,7 +155,7 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
             "pair_id": f"{task}:{page.language}:{page.key}:{index}",
             "query": query, "positive": _truncate(positive),
             "language": query_language, "passage_language": page.language,
-            "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME,
+            "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME, "identity": page_identity(page.key),
         })
 
     for page in pages:
@@ -170,28 +172,47 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
                     "pair_id": f"bitext:{page.language}:{page.key}:0",
                     "query": page.summary, "positive": source_page.summary,
                     "language": page.language, "passage_language": "en",
-                    "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME,
+                    "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME, "identity": page_identity(page.key),
                 })
             if page.paragraphs:
                 add("cross_lingual_retrieval", page, source_page.summary, page.paragraphs[0], "en")
     return pd.DataFrame(rows)
 
 
-def build_evaluation_set(pages: list[ManPage]) -> EvaluationSet:
-    """Per language: each held-out page's one-liner must find that page's DESCRIPTION paragraph."""
-    corpus_rows, query_rows, qrel_rows = [], [], []
+def page_identity(key: str) -> str:
+    """A page in every language ("manpages:open.2"): its translations are the same document."""
+    return f"{DOMAIN}:{key}"
+
+
+def build_evaluation_set(pages: list[ManPage], dropped: Counter | None = None) -> EvaluationSet:
+    """Per language: each held-out page's one-liner must find that page's DESCRIPTION paragraph.
+    Alias pages with identical text would make two "correct" documents: the first is kept. A
+    one-liner that two kept pages of a language share (normalized) names neither, so it is no query
+    (counted as eval_ambiguous_query; the passages stay in the corpus)."""
+    dropped = Counter() if dropped is None else dropped
+    kept: list[ManPage] = []
     seen_docs: set[tuple[str, str]] = set()
     for page in pages:
         if not page.paragraphs:
             continue
         passage = _truncate(page.paragraphs[0])
-        # Alias pages with identical text would make two "correct" documents: keep the first.
         if (page.language, passage) in seen_docs:
+            dropped["eval_duplicate_passage"] += 1
             continue
         seen_docs.add((page.language, passage))
+        kept.append(page)
+    summaries = Counter((page.language, normalize_text(page.summary)) for page in kept)
+    corpus_rows, query_rows, qrel_rows = [], [], []
+    for page in kept:
         doc_id = f"{page.language}:{page.key}"
-        corpus_rows.append({"doc_id": doc_id, "language": page.language, "domain": DOMAIN, "text": passage})
-        query_rows.append({"query_id": f"q:{doc_id}", "language": page.language, "domain": DOMAIN, "text": page.summary})
+        identity = page_identity(page.key)
+        corpus_rows.append({"doc_id": doc_id, "language": page.language, "domain": DOMAIN, "text": _truncate(page.paragraphs[0]),
+                            "identity": identity})
+        if summaries[(page.language, normalize_text(page.summary))] > 1:
+            dropped["eval_ambiguous_query"] += 1
+            continue
+        query_rows.append({"query_id": f"q:{doc_id}", "language": page.language, "domain": DOMAIN, "text": page.summary,
+                           "identity": identity, "task_type": "summary_retrieval"})
         qrel_rows.append({"query_id": f"q:{doc_id}", "doc_id": doc_id, "score": 1})
     return EvaluationSet(pd.DataFrame(corpus_rows), pd.DataFrame(query_rows), pd.DataFrame(qrel_rows))
 
@@ -205,11 +226,13 @@ def build_manpage_corpus(
     train_pages = [p for p in pages if not is_evaluation_page(p.key, eval_fraction)]
     eval_pages = [p for p in pages if is_evaluation_page(p.key, eval_fraction)]
     pairs = validate_pairs(build_pairs(train_pages), f"{SOURCE_NAME} ({man_root})")
-    evaluation = validate_evaluation_set(build_evaluation_set(eval_pages), f"{SOURCE_NAME} ({man_root})")
+    dropped: Counter = Counter()
+    evaluation = validate_evaluation_set(build_evaluation_set(eval_pages, dropped), f"{SOURCE_NAME} ({man_root})")
     stats = {
         "pages_parsed": len(pages),
         "train_pages": len(train_pages),
         "eval_pages": len(eval_pages),
+        "dropped": dict(sorted(dropped.items())),
         "pages_per_language": pd.Series([p.language for p in pages]).value_counts().sort_index().to_dict(),
     }
     return pairs, evaluation, stats

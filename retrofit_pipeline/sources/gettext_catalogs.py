@@ -439,7 +439,7 @@ def build_pairs(candidates: list[_Candidate]) -> pd.DataFrame:
         "query_id": derived_query_id(c.language, c.query),
         "query": c.query, "positive": c.english,
         "language": c.language, "passage_language": "en",
-        "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME,
+        "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME, "identity": message_identity(normalize_text(c.english)),
     } for c in candidates]
     return pd.DataFrame(rows)
 
@@ -451,6 +451,11 @@ def cap_per_language(pairs: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     order = pairs["pair_id"].map(lambda pair_id: hashlib.sha1(pair_id.encode("utf-8")).hexdigest())
     pairs = pairs.assign(_order=order).sort_values(["language", "_order"])
     return pairs.groupby("language", sort=True).head(limit).drop(columns="_order").sort_index().reset_index(drop=True)
+
+
+def message_identity(english_key: str) -> str:
+    """An English message and all its translations ("ui-strings:<hash of the normalized msgid>")."""
+    return f"{DOMAIN}:{_digest(english_key)}"
 
 
 def build_evaluation_set(candidates: list[_Candidate], languages: list[str]) -> EvaluationSet:
@@ -469,10 +474,12 @@ def build_evaluation_set(candidates: list[_Candidate], languages: list[str]) -> 
         if not queries:
             continue
         for key, text in english_texts.items():
-            corpus_rows.append({"doc_id": f"{language}:en:{_digest(key)}", "language": language, "domain": DOMAIN, "text": text})
+            corpus_rows.append({"doc_id": f"{language}:en:{_digest(key)}", "language": language, "domain": DOMAIN, "text": text,
+                                "identity": message_identity(key)})
         for query_key, (text, english_keys) in queries.items():
             query_id = f"q:{language}:{_digest(query_key)}"
-            query_rows.append({"query_id": query_id, "language": language, "domain": DOMAIN, "text": text})
+            query_rows.append({"query_id": query_id, "language": language, "domain": DOMAIN, "text": text,
+                               "identity": message_identity(sorted(english_keys)[0]), "task_type": "bitext"})
             qrel_rows.extend({"query_id": query_id, "doc_id": f"{language}:en:{_digest(key)}", "score": 1} for key in sorted(english_keys))
     return EvaluationSet(pd.DataFrame(corpus_rows), pd.DataFrame(query_rows), pd.DataFrame(qrel_rows))
 

@@ -159,7 +159,11 @@ def load_hf_parallel(spec: dict) -> pd.DataFrame:
 
 
 def load_hf_retrieval(spec: dict) -> EvaluationSet:
-    """corpus (docid, title, text) + queries (query_id, query) + qrels (query_id, docid, relevance)."""
+    """corpus (docid, title, text) + queries (query_id, query) + qrels (query_id, docid, relevance).
+    Optional: `fields: {identity: <column>}` names a document identity column in the corpus and the
+    queries (the same document in every language: pooled and cross-lingual scopes judge its
+    translations relevant), and `task_type:` the queries' form (default question_answering; bitext
+    makes the set a bitext-mining scope: each query's one relevant document is its translation)."""
     language = spec["language"]
     label = f"{_describe(spec['corpus'])} [{language}]"
     corpus = _load(spec["corpus"], f"{label} (corpus)").to_pandas()
@@ -179,10 +183,19 @@ def load_hf_retrieval(spec: dict) -> EvaluationSet:
     corpus_text = (titles + " " + corpus[fields["text"]].fillna("")).str.strip() if isinstance(titles, pd.Series) else corpus[fields["text"]]
     prefix = f"{language}:"
     domain = spec.get("domain", spec.get("source", "evaluation"))
+    identity = fields.get("identity")
+    for frame, part in ((corpus, "corpus"), (queries, "queries")):
+        if identity and identity not in frame.columns:
+            raise DataValidationError(f"{label} ({part})", "header", identity, f"missing identity column; found {list(frame.columns)}")
+    extra = {}
+    if identity:
+        extra = {"corpus": {"identity": f"{domain}:" + corpus[identity].astype(str)}, "queries": {"identity": f"{domain}:" + queries[identity].astype(str)}}
     evaluation = EvaluationSet(
-        corpus=pd.DataFrame({"doc_id": prefix + corpus[fields["doc_id"]].astype(str), "language": language, "domain": domain, "text": corpus_text}),
+        corpus=pd.DataFrame({"doc_id": prefix + corpus[fields["doc_id"]].astype(str), "language": language, "domain": domain, "text": corpus_text,
+                             **extra.get("corpus", {})}),
         queries=pd.DataFrame({"query_id": prefix + queries[fields["query_id"]].astype(str), "language": language, "domain": domain,
-                              "text": queries[fields["query"]]}),
+                              "text": queries[fields["query"]], "task_type": spec.get("task_type", "question_answering"),
+                              **extra.get("queries", {})}),
         qrels=pd.DataFrame({
             "query_id": prefix + qrels[fields["qrels_query_id"]].astype(str),
             "doc_id": prefix + qrels[fields["qrels_doc_id"]].astype(str),

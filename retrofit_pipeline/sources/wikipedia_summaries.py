@@ -297,12 +297,19 @@ def _usable_description(article: Article) -> bool:
     return len(article.description.split()) >= MIN_DESCRIPTION_WORDS and fold_title(article.description) != fold_title(article.title)
 
 
-def build_pairs(articles: list[Article], aligned: dict[tuple[str, str], Article], description_counts: Counter, dropped: Counter) -> pd.DataFrame:
+def article_identity(identity: dict, article: Article) -> str:
+    """An article in every language ("encyclopedia:marco polo"): the aligned English title, folded."""
+    return f"{DOMAIN}:{identity[(article.language, article.title)]}"
+
+
+def build_pairs(articles: list[Article], aligned: dict[tuple[str, str], Article], description_counts: Counter, dropped: Counter,
+                identity: dict) -> pd.DataFrame:
     """Training pairs of the five task types from the training articles."""
     rows: list[dict] = []
 
     def add(task: str, article: Article, query: str, query_language: str, positive: str, passage_language: str, variant: str = "0") -> None:
         rows.append({
+            "identity": article_identity(identity, article),
             # The fr/es article names cross-lingual rows; the title goes last as it may hold a colon.
             "pair_id": f"{task}:{article.language}:{query_language}>{passage_language}:{variant}:{article.title}",
             "query_id": derived_query_id(query_language, query),  # the same text is the same query in every task
@@ -344,7 +351,8 @@ def build_pairs(articles: list[Article], aligned: dict[tuple[str, str], Article]
 # --- evaluation ------------------------------------------------------------------------------------
 
 def build_evaluation_set(
-    held_out: list[Article], distractors: list[Article], description_counts: Counter, training_queries: set, dropped: Counter
+    held_out: list[Article], distractors: list[Article], description_counts: Counter, training_queries: set, dropped: Counter,
+    identity: dict,
 ) -> EvaluationSet:
     """Per language: a held-out article's description must find its extract among every held-out
     extract of the language (and the distractors). A description any other article of the language
@@ -353,7 +361,8 @@ def build_evaluation_set(
     which training points at another passage."""
     corpus_rows, query_rows, qrel_rows = [], [], []
     for article in held_out + distractors:
-        corpus_rows.append({"doc_id": f"{article.language}:{article.title}", "language": article.language, "domain": DOMAIN, "text": _truncate(article.extract)})
+        corpus_rows.append({"doc_id": f"{article.language}:{article.title}", "language": article.language, "domain": DOMAIN,
+                            "text": _truncate(article.extract), "identity": article_identity(identity, article)})
     for article in held_out:
         language = article.language
         if not _usable_description(article):
@@ -366,10 +375,12 @@ def build_evaluation_set(
             dropped[(language, "eval_description_is_a_training_query")] += 1
             continue
         doc_id = f"{language}:{article.title}"
-        query_rows.append({"query_id": f"q:{doc_id}", "language": language, "domain": DOMAIN, "text": article.description})
+        query_rows.append({"query_id": f"q:{doc_id}", "language": language, "domain": DOMAIN, "text": article.description,
+                           "identity": article_identity(identity, article), "task_type": "summary_retrieval"})
         qrel_rows.append({"query_id": f"q:{doc_id}", "doc_id": doc_id, "score": 1})
     return EvaluationSet(
-        pd.DataFrame(corpus_rows, columns=CORPUS_COLUMNS), pd.DataFrame(query_rows, columns=QUERY_COLUMNS), pd.DataFrame(qrel_rows, columns=QREL_COLUMNS)
+        pd.DataFrame(corpus_rows, columns=CORPUS_COLUMNS + ["identity"]), pd.DataFrame(query_rows, columns=QUERY_COLUMNS + ["identity", "task_type"]),
+        pd.DataFrame(qrel_rows, columns=QREL_COLUMNS)
     )
 
 
@@ -435,11 +446,11 @@ def build_wikipedia_summaries(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame
             pool = sorted((a for a in train if a.language == language), key=lambda a: hashlib.sha1(f"distractor\x1f{a.title}".encode("utf-8")).hexdigest())
             distractors += pool[:eval_distractors]
 
-    pairs = validate_pairs(build_pairs(train, aligned, description_counts, dropped), label)
+    pairs = validate_pairs(build_pairs(train, aligned, description_counts, dropped, identity), label)
     training_queries = set(zip(pairs["language"], pairs["query"].map(normalize_text)))
     if not held_out:
         raise ValueError(f"{SOURCE_NAME}: no article is held out for evaluation; raise eval_fraction ({eval_fraction}) or max_articles")
-    evaluation = validate_evaluation_set(build_evaluation_set(held_out, distractors, description_counts, training_queries, dropped), label)
+    evaluation = validate_evaluation_set(build_evaluation_set(held_out, distractors, description_counts, training_queries, dropped, identity), label)
 
     def count(items) -> dict:
         return dict(sorted(Counter(a.language for a in items).items()))
