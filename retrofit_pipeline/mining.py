@@ -5,7 +5,8 @@ memory-mapped file), search it exactly with FAISS in query chunks and pool block
 query x pool matrix, never a second copy of the pool; a GPU index when one is present), take
 candidates from a rank window, and drop likely false negatives: candidates that score too close to
 (or above) the positive (NV-Retriever's positive-aware filter, with sentence-transformers'
-margins). Every positive of the same query (rows sharing a query_id) is excluded outright.
+margins). Every positive of the same query (rows sharing a query_id) and every passage of the
+positive's document in any language (rows sharing an identity: its translations) is excluded outright.
 BM25 and random strategies exist for the negatives ablation; `none` trains on in-batch negatives only.
 
 Ranks are 0-based and count the candidates that remain after the query's own positives are
@@ -367,10 +368,58 @@ def mine_negatives(
 
 
 def other_positives_by_row(mixture: pd.DataFrame, pool: pd.DataFrame) -> list[list[str]]:
-    """For each mixture row, the other positives its query has in `pool` (rows of the same
-    query_id; the raw pairs): correct answers that must never be mined or trained as negatives."""
-    by_query = pool.groupby("query_id")["positive"].agg(lambda texts: list(dict.fromkeys(texts))).to_dict()
-    return [[t for t in by_query.get(query_id, []) if t != positive] for query_id, positive in zip(mixture["query_id"], mixture["positive"])]
+    """For each mixture row, the other correct passages `pool` (the raw pairs) has for it: the
+    positives of every row of its query (same query_id), and every positive of its document in any
+    language (same identity: a translation of the positive is a positive): never mined or trained
+    as negatives."""
+    return _other_positives(mixture, pool)[0]
+
+
+def same_document_counts(mixture: pd.DataFrame, pool: pd.DataFrame, negatives: list[list[str]] | None = None) -> dict:
+    """How many rows have correct passages only through their document identity (translations,
+    other passages of the document), and, given mined `negatives`, how many rows have one of them
+    as a negative (0 for negatives mined with the identity exclusion)."""
+    _, same_document = _other_positives(mixture, pool)
+    counts = {"rows_with_same_document_passages": sum(bool(texts) for texts in same_document),
+              "same_document_passages": sum(len(texts) for texts in same_document)}
+    if negatives is not None:
+        counts["rows_with_same_document_negative"] = sum(bool(set(texts) & set(row)) for texts, row in zip(same_document, negatives))
+    return counts
+
+
+def positive_translations(mixture: pd.DataFrame, pool: pd.DataFrame) -> list[list[str]]:
+    """For each mixture row, the positives that rows of the same document (identity) and task type
+    have in other passage languages of `pool` (the cleaned training pool): its positive's
+    translations, one per language, in language order; training.translation_positives adds them
+    to the batch as further positives."""
+    if "identity" not in pool or "identity" not in mixture:
+        return [[] for _ in range(len(mixture))]
+    aligned = pool.dropna(subset=["identity"]).drop_duplicates(["identity", "task_type", "passage_language"])
+    by_key = {key: list(zip(group["passage_language"], group["positive"]))
+              for key, group in aligned.sort_values("passage_language").groupby(["identity", "task_type"])}
+    return [[text for language, text in by_key.get((identity, task), []) if language != own_language and text != positive]
+            for identity, task, own_language, positive in zip(mixture["identity"], mixture["task_type"], mixture["passage_language"],
+                                                               mixture["positive"])]
+
+
+def _other_positives(mixture: pd.DataFrame, pool: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
+    """(other correct passages per row, those of them known only through the document identity)."""
+    def unique_texts(texts) -> list[str]:
+        return list(dict.fromkeys(texts))
+
+    by_query = pool.groupby("query_id")["positive"].agg(unique_texts).to_dict()
+    by_document: dict = {}
+    if "identity" in pool and "identity" in mixture:
+        by_document = pool.dropna(subset=["identity"]).groupby("identity")["positive"].agg(unique_texts).to_dict()
+    identities = mixture["identity"] if "identity" in mixture else [None] * len(mixture)
+    others, document_only = [], []
+    for query_id, positive, identity in zip(mixture["query_id"], mixture["positive"], identities):
+        same_query = [t for t in by_query.get(query_id, []) if t != positive]
+        known = set(same_query) | {positive}
+        same_document = [t for t in by_document.get(identity, []) if t not in known] if isinstance(identity, str) else []
+        others.append(same_query + same_document)
+        document_only.append(same_document)
+    return others, document_only
 
 
 def extra_pool_passages(mixture: pd.DataFrame, pool: pd.DataFrame, limit: int | None, seed: int) -> list[str]:
@@ -386,9 +435,10 @@ def extra_pool_passages(mixture: pd.DataFrame, pool: pd.DataFrame, limit: int | 
 
 
 def attach_negatives(mixture: pd.DataFrame, negatives: list[list[str]], ranks: list[list[int]],
-                     other_positives: list[list[str]] | None = None) -> pd.DataFrame:
+                     other_positives: list[list[str]] | None = None, translations: list[list[str]] | None = None) -> pd.DataFrame:
     frame = mixture.copy()
     frame["negatives"] = negatives
     frame["negative_ranks"] = ranks
     frame["other_positives"] = other_positives if other_positives is not None else [[] for _ in range(len(frame))]
+    frame["positive_translations"] = translations if translations is not None else [[] for _ in range(len(frame))]
     return frame

@@ -21,6 +21,7 @@ MIXTURE_POLICIES = ("task_diverse", "language_diverse", "proportional")
 class CleaningReport:
     input_rows: int
     held_out_domain_rows: int
+    held_out_task_rows: int
     exact_duplicates: int
     near_duplicates: int
     eval_overlap_exact: int
@@ -66,13 +67,18 @@ def clean_pool(
     near_duplicate_threshold: float = 0.9,
     seed: int = 13,
     held_out_domains: tuple[str, ...] | list[str] = (),
+    held_out_tasks: tuple[str, ...] | list[str] = (),
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Drops the held-out (out-of-domain) domains, exact and near-duplicate pairs, and every pair
-    that leaks an evaluation query or relevant passage (exactly after normalization, or as a
-    near-duplicate)."""
+    """Drops the held-out (out-of-domain) domains; the held-out task types, with every row whose
+    query is the query of such a row (an English FAQ question reused as a cross-lingual query is
+    still that task's query form); exact and near-duplicate pairs; and every pair that leaks an
+    evaluation query or relevant passage (exactly after normalization, or as a near-duplicate)."""
     input_rows = len(pairs)
     held_out = pairs["domain"].isin(list(held_out_domains)).to_numpy()
     pairs = pairs.loc[~held_out].reset_index(drop=True)
+    query_ids = pairs["query_id"] if "query_id" in pairs else pairs["query"]
+    held_out_task = query_ids.isin(set(query_ids[pairs["task_type"].isin(list(held_out_tasks))])).to_numpy()
+    pairs = pairs.loc[~held_out_task].reset_index(drop=True)
 
     keys = pairs["query"].map(normalize_text) + "\x1f" + pairs["positive"].map(normalize_text)
     exact = keys.duplicated(keep="first").to_numpy()
@@ -88,6 +94,7 @@ def clean_pool(
     report = CleaningReport(
         input_rows=input_rows,
         held_out_domain_rows=int(held_out.sum()),
+        held_out_task_rows=int(held_out_task.sum()),
         exact_duplicates=int(exact.sum()),
         near_duplicates=int(near.sum()),
         eval_overlap_exact=int(overlap_exact.sum()),

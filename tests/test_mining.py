@@ -165,3 +165,28 @@ def test_random_pair_baseline_calibrates_the_margin_to_a_compressed_score_scale(
     assert report.extra["margin_baseline"] == pytest.approx(0.80, abs=0.011)
     negatives, ranks, _ = mine("zero")  # 0.95 x 0.87 = 0.8265: every close candidate looks like a false negative
     assert ranks == [[2]] and negatives[0][0].startswith("unrelated")
+
+
+def test_translations_of_the_positive_are_never_negatives(tmp_path):
+    """"close" is the French version of the positive's document (same identity): without the
+    identity it is the top candidate of the window; with it, it is excluded like a same-query positive."""
+    import pandas as pd
+
+    from retrofit_pipeline.mining import other_positives_by_row, positive_translations, same_document_counts
+
+    raw = pd.DataFrame({"query_id": ["q1", "q2", "q3"], "identity": ["man:ls.1", "man:ls.1", "man:cp.1"],
+                        "positive": ["positive", "close", "far"], "task_type": "summary_retrieval", "passage_language": ["de", "fr", "de"]})
+    mixture = raw.iloc[[0]].assign(query="the query")
+    settings = MiningSettings(strategy="dense", num_negatives=2, range_min=0, range_max=5, relative_margin=0.05)
+    corpus = ["near-copy", "close", "mid", "far", "opposite"]
+    plain, _, _ = mine_negatives(["the query"], ["positive"], settings, encode_queries=encode, encode_pool=encode, corpus=corpus)
+    assert "close" in plain[0]
+    others = other_positives_by_row(mixture, raw)
+    assert others == [["close"]]
+    mined, ranks, report = mine_negatives(["the query"], ["positive"], settings, encode_queries=encode, encode_pool=encode,
+                                          corpus=corpus, other_positives=others)
+    assert "close" not in mined[0] and mined[0] == ["mid", "far"] and report.excluded_same_query_positives == 1
+    assert same_document_counts(mixture, raw, plain) == {"rows_with_same_document_passages": 1, "same_document_passages": 1,
+                                                         "rows_with_same_document_negative": 1}
+    assert same_document_counts(mixture, raw, mined)["rows_with_same_document_negative"] == 0
+    assert positive_translations(mixture, raw) == [["close"]]

@@ -94,3 +94,24 @@ def test_smaller_scale_is_a_subset_of_larger_scale():
 def test_unknown_policy_is_an_error():
     with pytest.raises(ValueError, match="unknown mixture policy"):
         sample_mixture(_pool(), 5, "alphabetical", seed=1)
+
+
+def test_a_held_out_task_never_reaches_the_pool_nor_its_query_in_another_task():
+    import pandas as pd
+
+    from retrofit_pipeline.mixing import clean_pool
+    from retrofit_pipeline.schema import EvaluationSet
+
+    pairs = pd.DataFrame({
+        "pair_id": ["qa", "xl", "tr"], "query_id": ["q-en-how", "q-en-how", "q-en-ls"],
+        "query": ["How do I list files?", "How do I list files?", "ls"],
+        "positive": ["Use ls.", "Utilisez ls.", "ls lists directory contents"],
+        "language": "en", "passage_language": ["en", "fr", "en"],
+        "task_type": ["question_answering", "cross_lingual_retrieval", "title_retrieval"], "domain": "docs", "source": "s",
+    })
+    empty = EvaluationSet(pd.DataFrame({"doc_id": ["d"], "language": ["en"], "domain": ["x"], "text": ["unrelated text here"]}),
+                          pd.DataFrame({"query_id": ["e"], "language": ["en"], "domain": ["x"], "text": ["an unrelated query"]}),
+                          pd.DataFrame({"query_id": ["e"], "doc_id": ["d"], "score": [1]}))
+    cleaned, report = clean_pool(pairs, empty, held_out_tasks=["question_answering"])
+    assert cleaned["pair_id"].tolist() == ["tr"] and report.held_out_task_rows == 2
+    assert clean_pool(pairs, empty)[0]["pair_id"].tolist() == ["qa", "xl", "tr"]

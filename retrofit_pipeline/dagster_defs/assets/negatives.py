@@ -9,7 +9,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from ...artifact_io import write_json, write_parquet
 from ...encoder import encode_texts, load_encoder
 from ...indexing import gpu_available
-from ...mining import attach_negatives, extra_pool_passages, mine_negatives, other_positives_by_row
+from ...mining import (attach_negatives, extra_pool_passages, mine_negatives, other_positives_by_row, positive_translations,
+                       same_document_counts)
 from ..experiment import Experiment
 from ..pools import ACCELERATOR_POOL
 
@@ -34,7 +35,8 @@ def build(exp: Experiment) -> list:
         mining = config.negatives
         # Every positive the query has in the raw data, also those the cleaning dropped (a near-duplicate
         # row can still leave its passage in the pool under another query).
-        other_positives = other_positives_by_row(mixture, pd.read_parquet(paths.raw_pairs, columns=["query_id", "positive"]))
+        raw_pairs = pd.read_parquet(paths.raw_pairs, columns=["query_id", "positive", "identity"])
+        other_positives = other_positives_by_row(mixture, raw_pairs)
         corpus = extra_pool_passages(mixture, training_pool, mining.pool_max_passages, mining.seed) if mining.pool == "raw" else None
         started = time.perf_counter()
         encoders = {}
@@ -53,7 +55,9 @@ def build(exp: Experiment) -> list:
             work_dir=paths.mining_work(scale), use_gpu=gpu_available(), corpus=corpus, other_positives=other_positives,
             given_negatives=mixture["given_negatives"].tolist() if "given_negatives" in mixture else None, **encoders,
         )
-        result = attach_negatives(mixture, negatives, ranks, other_positives)
+        translations = positive_translations(mixture, training_pool)
+        result = attach_negatives(mixture, negatives, ranks, other_positives, translations)
+        same_document = same_document_counts(mixture, raw_pairs, negatives)
         write_parquet(result, paths.negatives(scale))
         write_json(report.as_dict(), paths.negatives(scale).with_suffix(".report.json"))
         rank_values = [r for row in ranks for r in row if r >= 0]
@@ -68,6 +72,10 @@ def build(exp: Experiment) -> list:
             "queries_padded_with_random": report.queries_padded_with_random,
             "queries_with_mined_negative": report.queries_with_mined_negative,
             "excluded_same_query_positives": report.excluded_same_query_positives,
+            # Translations (and other passages) of the positive's document: excluded like same-query positives.
+            "rows_with_same_document_passages": same_document["rows_with_same_document_passages"],
+            "rows_with_same_document_negative": same_document["rows_with_same_document_negative"],
+            "rows_with_positive_translations": sum(bool(texts) for texts in translations),
             "rank_window": f"[{mining.range_min}, {mining.range_max})",
             "false_negative_rule": MetadataValue.json({"relative_margin": mining.relative_margin, "absolute_margin": mining.absolute_margin,
                                                        "max_score": mining.max_score}),
