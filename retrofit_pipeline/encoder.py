@@ -48,7 +48,7 @@ def resolve_model_path(spec: str) -> str:
 def load_encoder(
     spec: str,
     device: str = "auto",
-    max_length: int = 128,
+    max_length: int | None = None,
     trust_remote_code: bool = False,
     query_prefix: str | None = None,
     passage_prefix: str | None = None,
@@ -56,7 +56,9 @@ def load_encoder(
     """A SentenceTransformer: a plain transformers checkpoint gets mean pooling + normalization.
 
     Prefixes given here become the model's "query"/"document" prompts (which mteb applies); left as
-    None, a checkpoint keeps the prompts it was saved with, so it is scored as it was trained."""
+    None, a checkpoint keeps the prompts it was saved with, so it is scored as it was trained.
+    `max_length` None keeps the model's own maximum (what a user who loads it gets); training and
+    mining pass their lengths to `tokenize` explicitly, so nothing they save inherits a truncation."""
     prompts = None if query_prefix is None and passage_prefix is None else {"query": query_prefix or "", "document": passage_prefix or ""}
     model = SentenceTransformer(
         resolve_model_path(spec),
@@ -65,7 +67,12 @@ def load_encoder(
         model_kwargs={"use_safetensors": True},
         prompts=prompts,
     )
-    model.max_seq_length = max_length
+    if max_length is not None:
+        model.max_seq_length = max_length
+    # An empty prompt is no prompt: a checkpoint trained without prefixes saves none, as its base had.
+    model.prompts = {name: text for name, text in model.prompts.items() if text}
+    if model.default_prompt_name not in model.prompts:
+        model.default_prompt_name = None
     return model
 
 
@@ -129,26 +136,3 @@ def encode_texts(
         model.train()
     return result
 
-
-def serve_cached_embeddings(model: SentenceTransformer, kind: str, texts: list[str], embeddings: np.ndarray | None, prompt: str) -> dict:
-    """Makes `model.encode_document` (kind "document": what mteb calls for a retrieval corpus) or
-    `model.encode_query` (kind "query") answer from embeddings this model already computed for
-    `texts` with `prompt`, instead of encoding them a second time. A call with other texts or
-    another prompt is encoded as usual. Returns live counters {"served", "encoded"} for metadata."""
-    counts = {"served": 0, "encoded": 0}
-    if embeddings is None:
-        return counts
-    method = {"document": "encode_document", "query": "encode_query"}[kind]
-    original = getattr(model, method)
-    row_of = {text: row for row, text in enumerate(texts)}
-
-    def encode(sentences, prompt=None, convert_to_tensor=False, **kwargs):
-        if prompt == cached_prompt and not convert_to_tensor and all(text in row_of for text in sentences):
-            counts["served"] += len(sentences)
-            return embeddings[[row_of[text] for text in sentences]]
-        counts["encoded"] += len(sentences)
-        return original(sentences, prompt=prompt, convert_to_tensor=convert_to_tensor, **kwargs)
-
-    cached_prompt = prompt
-    setattr(model, method, encode)
-    return counts

@@ -84,6 +84,11 @@ class TrainingSettings:
     freeze_embeddings: bool = False  # keep the (large, multilingual) token embedding matrix fixed
     trainable_top_layers: int | None = None  # train only the top N transformer layers (embeddings frozen too); None: all
     interpolate_with_base: float = 0.0  # WiSE-FT: saved weights = (1 - a) * trained + a * base
+    # Levers against forgetting and language bias (each measured by scripts/recipe_sweep.py):
+    distill_weight: float = 0.0  # + w * KL(base || student) of each query's in-batch score distribution (frozen base as teacher)
+    batching: str = "random"  # random | by_language: each batch holds one query language where it can (no language shortcut)
+    translation_positives: int = 0  # up to this many translations of each positive join its batch as further positives
+    lora: dict | None = None  # {r, alpha, dropout, target_modules}: train LoRA adapters (peft), merged into the saved weights
 
     def validate(self) -> None:
         if self.precision not in ("bf16", "fp16", "fp32"):
@@ -98,6 +103,16 @@ class TrainingSettings:
             raise ValueError("config field training.k8s.image is needed with launcher k8s (an image with this project installed)")
         if self.batch_size < 1 or (self.mini_batch_size is not None and self.mini_batch_size < 1):
             raise ValueError("config fields training.batch_size and training.mini_batch_size must be >= 1")
+        if self.batching not in ("random", "by_language"):
+            raise ValueError(f"config field training.batching: choose random or by_language, got {self.batching!r}")
+        if self.distill_weight < 0 or self.translation_positives < 0:
+            raise ValueError("config fields training.distill_weight and training.translation_positives must be >= 0")
+        if self.lora is not None:
+            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
+            if unknown:
+                raise ValueError(f"config field training.lora: unknown key(s) {sorted(unknown)}; known: r, alpha, dropout, target_modules")
+            if self.trainable_top_layers is not None or self.freeze_embeddings:
+                raise ValueError("config field training.lora trains adapters only: leave trainable_top_layers and freeze_embeddings unset")
         if self.nproc_per_node < 1 or self.batch_size % self.nproc_per_node:
             raise ValueError(f"config field training.batch_size ({self.batch_size}) must be a multiple of nproc_per_node ({self.nproc_per_node})")
 
@@ -148,15 +163,37 @@ def info_nce_loss(
     temperature: float,
     false_negative_mask: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
+    extra_positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Query i's positive is passage labels[i] (default: passage i); every other passage is a
-    negative unless masked."""
+    negative unless masked. With `extra_positives` (True where passage j is a further positive of
+    query i, e.g. a translation of its positive) the loss is the multi-positive InfoNCE:
+    -log(sum over positives / sum over all unmasked candidates)."""
     scores = query_embeddings @ passage_embeddings.T / temperature
     if false_negative_mask is not None:
         scores = scores.masked_fill(false_negative_mask, torch.finfo(scores.dtype).min)
     if labels is None:
         labels = torch.arange(query_embeddings.shape[0], device=scores.device)
-    return torch.nn.functional.cross_entropy(scores, labels)
+    if extra_positives is None or not bool(extra_positives.any()):
+        return torch.nn.functional.cross_entropy(scores, labels)
+    positives = extra_positives.clone()
+    positives[torch.arange(len(labels), device=scores.device), labels] = True
+    only_positives = scores.masked_fill(~positives, torch.finfo(scores.dtype).min)
+    return (torch.logsumexp(scores, dim=1) - torch.logsumexp(only_positives, dim=1)).mean()
+
+
+def distillation_loss(query_embeddings: torch.Tensor, passage_embeddings: torch.Tensor, teacher_queries: torch.Tensor,
+                      teacher_passages: torch.Tensor, temperature: float, false_negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(teacher || student) between each query's distribution over the batch's passages, both at
+    `temperature` (sentence-transformers' DistillKLDivLoss pattern): the student keeps the frozen
+    base's ranking of what the training data does not speak about."""
+    student = query_embeddings @ passage_embeddings.T / temperature
+    teacher = teacher_queries @ teacher_passages.T / temperature
+    if false_negative_mask is not None:
+        student = student.masked_fill(false_negative_mask, torch.finfo(student.dtype).min)
+        teacher = teacher.masked_fill(false_negative_mask, torch.finfo(teacher.dtype).min)
+    return torch.nn.functional.kl_div(torch.log_softmax(student, dim=1), torch.log_softmax(teacher, dim=1),
+                                      log_target=True, reduction="batchmean")
 
 
 def false_negative_mask(answers: list, passages: list[str], labels: list[int] | None = None) -> torch.Tensor:
@@ -287,16 +324,33 @@ def contrastive_backward(
     device: str,
     world: Distributed = Distributed(),
     scaler: "torch.amp.GradScaler | None" = None,
+    extra_positives: torch.Tensor | None = None,
+    teacher=None,
 ) -> torch.Tensor:
     """Loss of one step (this rank's queries against every rank's passages), gradients accumulated
     into the model (multiplied by the fp16 scaler's scale when there is one). With mini_batch_size
-    set and exceeded, by gradient caching."""
+    set and exceeded, by gradient caching. `teacher` (the frozen base, for distill_weight) is
+    encoded without gradients."""
     scaled = scaler.scale if scaler is not None else (lambda loss: loss)
+    teacher_q = teacher_p = None
+    if teacher is not None and settings.distill_weight > 0:
+        with torch.no_grad():
+            teacher_q = _embed(teacher, queries, settings.max_query_length, device, settings.precision, settings.length_bucket_size)
+            teacher_p = world.all_gather(_embed(teacher, passages, settings.max_passage_length, device, settings.precision,
+                                                settings.length_bucket_size))
+
+    def loss_of(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        p = world.all_gather(p)
+        loss = info_nce_loss(q, p, settings.temperature, mask, labels, extra_positives)
+        if teacher_q is not None:
+            loss = loss + settings.distill_weight * distillation_loss(q, p, teacher_q, teacher_p, settings.temperature, mask)
+        return loss
+
     chunk = settings.mini_batch_size
     if chunk is None or max(len(queries), len(passages)) <= chunk:
         q = _embed(model, queries, settings.max_query_length, device, settings.precision, settings.length_bucket_size, world.ddp)
         p = _embed(model, passages, settings.max_passage_length, device, settings.precision, settings.length_bucket_size, world.ddp)
-        loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
+        loss = loss_of(q, p)
         scaled(loss).backward()
         return loss.detach()
 
@@ -311,7 +365,7 @@ def contrastive_backward(
     n_query_parts = -(-len(queries) // chunk)
     q = torch.cat(cached[:n_query_parts]).requires_grad_()
     p = torch.cat(cached[n_query_parts:]).requires_grad_()
-    loss = info_nce_loss(q, world.all_gather(p), settings.temperature, mask, labels)
+    loss = loss_of(q, p)
     scaled(loss).backward()  # gradients with respect to the embeddings (p's summed over ranks)
     grads = list(q.grad.split(chunk)) + list(p.grad.split(chunk))
     for number, ((texts, max_length), state, grad) in enumerate(zip(parts, states, grads)):  # pass 2: replay with a graph
@@ -335,12 +389,14 @@ def training_step(
     device: str,
     world: Distributed = Distributed(),
     scaler: "torch.amp.GradScaler | None" = None,
+    extra_positives: torch.Tensor | None = None,
+    teacher=None,
 ) -> torch.Tensor:
     """One optimizer step on one batch (this rank's share of it): gradients (averaged over ranks by
     DistributedDataParallel during the backward pass), clipped, applied (through the fp16 gradient
     scaler when there is one, which skips a step whose gradients overflowed). The loop in
     train_encoder and the benchmarks run exactly this."""
-    loss = contrastive_backward(model, queries, passages, mask, labels, settings, device, world, scaler)
+    loss = contrastive_backward(model, queries, passages, mask, labels, settings, device, world, scaler, extra_positives, teacher)
     parameters = [p for p in model.parameters() if p.grad is not None]
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -386,18 +442,30 @@ def compile_layers(model) -> int:
     return len(blocks)
 
 
-def set_dropout(model, probability: float) -> None:
-    """Every dropout of the encoder, including attention dropout, to `probability`."""
+DROPOUT_CONFIG_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout")
+
+
+def set_dropout(model, probability: float) -> dict[str, float]:
+    """Every dropout of the encoder, including attention dropout, to `probability`, for this run.
+    Returns the model config's own rates, which `restore_dropout_config` puts back before saving:
+    dropout is a training setting, and a checkpoint saved with 0 would silently fine-tune without
+    it later."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = probability
     transformer = model[0].auto_model
-    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout"):
-        if hasattr(transformer.config, name):
-            setattr(transformer.config, name, probability)
+    original = {name: getattr(transformer.config, name) for name in DROPOUT_CONFIG_FIELDS if hasattr(transformer.config, name)}
+    for name in original:
+        setattr(transformer.config, name, probability)  # some attention implementations read it at call time
     for module in transformer.modules():  # attention layers that read the rate at call time (sdpa)
         if hasattr(module, "dropout_prob"):
             module.dropout_prob = probability
+    return original
+
+
+def restore_dropout_config(model, original: dict[str, float]) -> None:
+    for name, value in original.items():
+        setattr(model[0].auto_model.config, name, value)
 
 
 def train_only_top_layers(model, layers: int) -> int:
@@ -442,33 +510,54 @@ def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _batches(query_ids: list, batch_size: int, seed: int, epochs: int) -> list[np.ndarray]:
-    """The whole run's batch order, fixed by the seed (a resumed run sees the same batches), with
-    each query at most once per batch: a row whose query is already in the batch waits for the
-    next one. Rows left over at the end of an epoch (fewer than a batch) are dropped, as before."""
+def _pack(order: list[int], query_ids: list, batch_size: int) -> tuple[list[np.ndarray], list[int]]:
+    """Full batches from the rows in `order`, each query at most once per batch (a row whose query
+    is already in the batch waits for the next one); returns them and the rows left over."""
+    order = order[::-1]  # popped from the end
+    batches, waiting = [], []
+    while True:
+        batch, seen, still_waiting = [], set(), []
+        for row in waiting:
+            if len(batch) < batch_size and query_ids[row] not in seen:
+                batch.append(row)
+                seen.add(query_ids[row])
+            else:
+                still_waiting.append(row)
+        while len(batch) < batch_size and order:
+            row = order.pop()
+            if query_ids[row] in seen:
+                still_waiting.append(row)
+            else:
+                batch.append(row)
+                seen.add(query_ids[row])
+        waiting = still_waiting
+        if len(batch) < batch_size:
+            return batches, batch + waiting
+        batches.append(np.array(batch))
+
+
+def _batches(query_ids: list, batch_size: int, seed: int, epochs: int, groups: list | None = None) -> list[np.ndarray]:
+    """The whole run's batch order, fixed by the seed (a resumed run sees the same batches), each
+    query at most once per batch. With `groups` (e.g. each row's query language) a batch is drawn
+    from one group while the group fills one; the rest of every group is packed into mixed
+    batches, and the epoch's batches are shuffled. Rows left over at the end of an epoch (fewer
+    than a batch) are dropped, as before."""
     batches = []
     for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(len(query_ids)).tolist()[::-1]  # popped from the end
-        waiting: list[int] = []
-        while True:
-            batch, seen, still_waiting = [], set(), []
-            for row in waiting:
-                if len(batch) < batch_size and query_ids[row] not in seen:
-                    batch.append(row)
-                    seen.add(query_ids[row])
-                else:
-                    still_waiting.append(row)
-            while len(batch) < batch_size and order:
-                row = order.pop()
-                if query_ids[row] in seen:
-                    still_waiting.append(row)
-                else:
-                    batch.append(row)
-                    seen.add(query_ids[row])
-            waiting = still_waiting
-            if len(batch) < batch_size:
-                break
-            batches.append(np.array(batch))
+        rng = np.random.default_rng(seed + epoch)
+        order = rng.permutation(len(query_ids)).tolist()
+        if groups is None:
+            batches += _pack(order, query_ids, batch_size)[0]
+            continue
+        epoch_batches, leftovers = [], []
+        for group in sorted(set(groups), key=str):
+            members = [row for row in order if groups[row] == group]
+            full, left = _pack(members, query_ids, batch_size)
+            epoch_batches += full
+            leftovers += left
+        position = {row: i for i, row in enumerate(order)}
+        epoch_batches += _pack(sorted(leftovers, key=position.__getitem__), query_ids, batch_size)[0]
+        batches += [epoch_batches[i] for i in rng.permutation(len(epoch_batches))]
     return batches
 
 
@@ -478,26 +567,63 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, query_prefix: str, passage_prefix: str, queries, answers):
+def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, query_prefix: str, passage_prefix: str, queries, answers,
+                 translations=None):
     """This rank's share of a global batch: its query texts, its passage texts, and for its queries
-    the label and false-negative mask over the passages gathered from every rank (rank order)."""
+    the label, the false-negative mask and the further positives (translations of the positive,
+    `translations[i]`, when given) over the passages gathered from every rank (rank order)."""
     share = len(index) // world.world_size
     shards = [index[r * share : (r + 1) * share] for r in range(world.world_size)]
-    gathered, labels, offset = [], [], 0
+    gathered, labels, extra, offset = [], [], [], 0
     for rank, shard in enumerate(shards):
-        shard_passages = [positives[i] for i in shard] + [n for i in shard for n in negatives[i]]
+        shard_translations = [translations[i] if translations is not None else [] for i in shard]
+        shard_passages = [positives[i] for i in shard] + [t for texts in shard_translations for t in texts] + [n for i in shard for n in negatives[i]]
         if rank == world.rank:
             labels = list(range(offset, offset + len(shard)))
+            start = offset + len(shard)
+            for texts in shard_translations:
+                extra.append(list(range(start, start + len(texts))))
+                start += len(texts)
             local_passages = shard_passages
         gathered.extend(shard_passages)
         offset += len(shard_passages)
     mine = shards[world.rank]
     mask = false_negative_mask([answers[i] for i in mine], gathered, labels)
+    extra_positives = None
+    if translations is not None:
+        extra_positives = torch.zeros_like(mask)
+        for row, columns in enumerate(extra):
+            extra_positives[row, columns] = True
+        mask &= ~extra_positives  # a translation in the batch is a positive, not a masked false negative
     return (
         [query_prefix + queries[i] for i in mine],
         [passage_prefix + t for t in local_passages],
-        mask, torch.tensor(labels),
+        mask, torch.tensor(labels), extra_positives,
     )
+
+
+def apply_lora(model, options: dict) -> int:
+    """Wraps the encoder in LoRA adapters (peft); only the adapters train. Returns their size."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=int(options.get("r", 16)), lora_alpha=int(options.get("alpha", 32)), lora_dropout=float(options.get("dropout", 0.0)),
+                        target_modules=list(options.get("target_modules", ["query", "key", "value", "dense"])), bias="none")
+    model[0].model = get_peft_model(model[0].model, config)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def merge_lora(model) -> None:
+    """The adapters merged into the weights: the checkpoint is a plain model again."""
+    if hasattr(model[0].model, "merge_and_unload"):
+        model[0].model = model[0].model.merge_and_unload()
+
+
+def translations_by_row(data: pd.DataFrame, limit: int) -> list[list[str]] | None:
+    """Up to `limit` translations of each row's positive (column positive_translations, added when
+    the negatives are mined), or None when the recipe adds none."""
+    if limit <= 0 or "positive_translations" not in data:
+        return None
+    return [list(texts)[:limit] for texts in data["positive_translations"]]
 
 
 def train_encoder(
@@ -524,19 +650,25 @@ def train_encoder(
             device = f"cuda:{world.local_rank}"
             torch.cuda.set_device(device)
     _set_seed(settings.seed)
+    # The model keeps its own max_seq_length and tokenizer limits: the training lengths are passed
+    # to the tokenizer per batch, so the saved checkpoint reads what its base reads.
     model = load_encoder(
-        base_model, device=device, max_length=settings.max_passage_length, trust_remote_code=settings.trust_remote_code,
+        base_model, device=device, trust_remote_code=settings.trust_remote_code,
         query_prefix=settings.query_prefix, passage_prefix=settings.passage_prefix,
     )
+    teacher = None
+    if settings.distill_weight > 0:  # the frozen base: its in-batch score distributions are the distillation target
+        teacher = load_encoder(base_model, device=device, trust_remote_code=settings.trust_remote_code).eval().requires_grad_(False)
+    base_state = None
+    if settings.interpolate_with_base > 0:
+        base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    if settings.lora is not None:
+        apply_lora(model, settings.lora)
     if settings.gradient_checkpointing == "on":
         enable_gradient_checkpointing(model)
     if settings.compile_layers:
         compile_layers(model)
-    base_state = None
-    if settings.interpolate_with_base > 0:
-        base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-    if settings.dropout is not None:
-        set_dropout(model, settings.dropout)
+    original_dropout = set_dropout(model, settings.dropout) if settings.dropout is not None else {}
     if settings.freeze_embeddings:
         freeze_token_embeddings(model)
     if settings.trainable_top_layers is not None:
@@ -550,7 +682,8 @@ def train_encoder(
     if world.world_size > 1:
         torch.manual_seed(settings.seed + world.rank)  # ranks draw different dropout masks
     query_ids = data["query_id"].tolist() if "query_id" in data else data["query"].tolist()
-    batches = _batches(query_ids, settings.batch_size, settings.seed, settings.epochs)
+    groups = data["language"].tolist() if settings.batching == "by_language" else None
+    batches = _batches(query_ids, settings.batch_size, settings.seed, settings.epochs, groups)
     if not batches:
         raise ValueError(f"training data has too few distinct queries ({len(set(query_ids))}) for one batch of {settings.batch_size}")
     total_steps = len(batches) if settings.max_steps is None else min(len(batches), settings.max_steps)
@@ -563,8 +696,11 @@ def train_encoder(
     answers = answers_by_row(data)
     positives = data["positive"].tolist()
     negatives = data["negatives"].tolist() if "negatives" in data else [[] for _ in queries]
+    translations = translations_by_row(data, settings.translation_positives)
     if world.world_size > 1 and len({len(n) for n in negatives}) > 1:
         raise ValueError("multi-process training needs the same number of negatives in every row (column 'negatives')")
+    if world.world_size > 1 and translations is not None and len({len(t) for t in translations}) > 1:
+        raise ValueError("multi-process training with translation_positives needs as many translations in every row")
 
     fingerprint = settings.fingerprint(base_model, data_fingerprint(data))
     resume_dir = Path(work_dir) / "resume"
@@ -623,10 +759,16 @@ def train_encoder(
     progress = tqdm(range(start_step, total_steps), desc="train", initial=start_step, total=total_steps, leave=False,
                     disable=not world.is_main)
     for step in progress:
-        batch_queries, batch_passages, mask, labels = _local_batch(
-            batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries, answers)
+        batch_queries, batch_passages, mask, labels, extra = _local_batch(
+            batches[step], world, positives, negatives, settings.query_prefix, settings.passage_prefix, queries, answers, translations)
+        extra = extra.to(device) if extra is not None else None
+
+        def step_once():
+            return training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device,
+                                 world, scaler, extra, teacher)
+
         try:
-            loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
+            loss = step_once()
         except torch.OutOfMemoryError:
             # "auto": checkpointing costs a recomputation, so it is turned on only when a step does not fit.
             if settings.gradient_checkpointing != "auto" or checkpointing_enabled(model):
@@ -635,7 +777,7 @@ def train_encoder(
             torch.cuda.empty_cache()
             enable_gradient_checkpointing(model)
             warnings.append(f"step {step + 1} ran out of GPU memory: gradient checkpointing turned on (gradient_checkpointing: auto)")
-            loss = training_step(model, optimizer, batch_queries, batch_passages, mask.to(device), labels.to(device), settings, device, world, scaler)
+            loss = step_once()
         scheduler.step()
         losses.append(world.mean(float(loss)))
         samples += len(batches[step])
@@ -652,8 +794,10 @@ def train_encoder(
         warnings=warnings,
     )
     model.eval()
+    merge_lora(model)
     if base_state is not None:
         interpolate_weights(model, base_state, settings.interpolate_with_base)
+    restore_dropout_config(model, original_dropout)
     if world.is_main:
         with atomic_directory(Path(output_dir)) as tmp:
             model.save(str(tmp), safe_serialization=True)

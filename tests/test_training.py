@@ -43,9 +43,14 @@ def _ndcg(model_path, prefix_q="query: ", prefix_p="passage: "):
 def test_info_nce_prefers_the_aligned_pairing():
     q = torch.nn.functional.normalize(torch.eye(4), dim=-1)
     assert info_nce_loss(q, q, 0.05) < info_nce_loss(q, q.roll(1, 0), 0.05)
+    # Masking a candidate removes exactly its term: query 0 then only weighs its positive against passages 2 and 3.
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[0, 1] = True
-    assert torch.isfinite(info_nce_loss(q, q.roll(1, 0), 0.05, mask))
+    scores = (q @ q.T / 0.05)
+    unmasked = torch.nn.functional.cross_entropy(scores, torch.arange(4), reduction="none")
+    row0 = -(scores[0, 0] - torch.logsumexp(scores[0, [0, 2, 3]], dim=0))
+    expected = (row0 + unmasked[1:].sum()) / 4
+    assert abs(float(info_nce_loss(q, q, 0.05, mask)) - float(expected)) < 1e-5
 
 
 def test_training_lowers_loss_and_raises_ndcg(base_model, tmp_path):
@@ -126,7 +131,9 @@ def test_batches_hold_each_query_once():
 
     query_ids = ["a", "a", "a", "b", "c", "d", "e", "f", "g", "h", "b", "c"]
     batches = _batches(query_ids, 4, seed=1, epochs=2)
-    assert len(batches) >= 4  # rows that cannot be placed in an epoch's last batch wait, as a partial batch is dropped
+    # 12 rows, "a" three times: at most 3 batches an epoch, and a row whose query is already in the
+    # batch waits for the next one; rows still waiting at the end go with the epoch's dropped partial batch.
+    assert len(batches) == 5 and sum(len(b) for b in batches) == 20
     for batch in batches:
         assert len({query_ids[i] for i in batch}) == len(batch) == 4
     # Without duplicates it is the plain seeded permutation, cut into batches.
@@ -255,3 +262,127 @@ def test_regionally_compiled_layers_compute_the_same_embeddings_and_train(base_m
     model.train()
     _embed(model, texts, 32, "cpu", "fp32").sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "encoder.layer" in n and p.requires_grad)
+
+
+def _sentence_transformer_base(base_model: str, directory: Path) -> str:
+    """The tiny encoder saved as a sentence-transformers model with E5-style prompts (like the default base)."""
+    model = load_encoder(base_model, device="cpu", query_prefix="query: ", passage_prefix="passage: ")
+    model.save(str(directory))
+    return str(directory)
+
+
+def test_a_checkpoint_loads_like_its_base_apart_from_the_weights(base_model, tmp_path):
+    """Loaded with plain sentence-transformers, the checkpoint has its base's maximum length,
+    tokenizer limit, prompts, pooling and dropout config: the training truncation (48) and dropout
+    (0) are training settings only."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig
+
+    base_dir = _sentence_transformer_base(base_model, tmp_path / "base")
+    data = training_pairs(64).assign(negatives=[[] for _ in range(64)])
+    train_encoder(base_dir, data, _settings(epochs=1, dropout=0.0, max_passage_length=48, max_query_length=32), tmp_path / "out", tmp_path / "work")
+    base, checkpoint = SentenceTransformer(base_dir, device="cpu"), SentenceTransformer(str(tmp_path / "out"), device="cpu")
+    assert checkpoint.max_seq_length == base.max_seq_length == 128
+    assert checkpoint.tokenizer.model_max_length == base.tokenizer.model_max_length
+    assert checkpoint.prompts == base.prompts == {"query": "query: ", "document": "passage: "}
+    assert checkpoint.default_prompt_name == base.default_prompt_name and checkpoint.similarity_fn_name == base.similarity_fn_name
+    assert [type(m).__name__ for m in checkpoint] == [type(m).__name__ for m in base]
+    assert checkpoint[1].get_config_dict() == base[1].get_config_dict()  # pooling
+    base_config, saved_config = AutoConfig.from_pretrained(base_dir), AutoConfig.from_pretrained(tmp_path / "out")
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "vocab_size"):
+        assert getattr(saved_config, field) == getattr(base_config, field), field
+    assert base_config.hidden_dropout_prob == 0.1  # so the equality above is not 0 == 0
+    assert not torch.equal(load_file(tmp_path / "out" / "model.safetensors")["encoder.layer.1.output.dense.weight"],
+                           load_file(Path(base_dir) / "model.safetensors")["encoder.layer.1.output.dense.weight"])
+
+
+def test_translations_of_the_positive_are_correct_answers_in_the_batch():
+    """Rows of one document (identity) in other languages: their passages are masked as negatives
+    of each other's queries, as other positives of the same query are."""
+    from retrofit_pipeline.mining import other_positives_by_row
+    from retrofit_pipeline.training import answers_by_row, false_negative_mask
+
+    pool = pd.DataFrame({"query_id": ["q-de", "q-fr", "q-x"], "identity": ["man:ls.1", "man:ls.1", "man:cp.1"],
+                         "positive": ["ls listet Dateien", "ls liste les fichiers", "cp kopiert"]})
+    mixture = pool.assign(query=["was listet", "que liste", "was kopiert"])
+    mixture["other_positives"] = other_positives_by_row(mixture, pool)
+    assert mixture["other_positives"].tolist() == [["ls liste les fichiers"], ["ls listet Dateien"], []]
+    mask = false_negative_mask(answers_by_row(mixture), mixture["positive"].tolist())
+    assert mask.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+
+
+def test_translation_positives_join_the_batch_as_positives_not_masked():
+    from retrofit_pipeline.training import Distributed, _local_batch, answers_by_row
+
+    data = pd.DataFrame({"query_id": ["a", "b"], "query": ["qa", "qb"], "positive": ["pa-de", "pb-de"],
+                         "other_positives": [["pa-fr"], []]})
+    queries, passages, mask, labels, extra = _local_batch(
+        np.array([0, 1]), Distributed(), data["positive"].tolist(), [["n1"], ["n2"]], "", "", data["query"].tolist(), answers_by_row(data),
+        translations=[["pa-fr"], []])
+    assert passages == ["pa-de", "pb-de", "pa-fr", "n1", "n2"] and labels.tolist() == [0, 1]
+    assert extra.tolist() == [[False, False, True, False, False], [False] * 5]
+    assert not mask.any()  # the translation is a positive of row 0, not a masked candidate
+    # The multi-positive loss: -log((e^s00 + e^s02) / sum over all candidates).
+    q = torch.nn.functional.normalize(torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(5, 4, generator=torch.Generator().manual_seed(1)), dim=-1)
+    s = q @ p.T / 0.05
+    expected = ((torch.logsumexp(s[0], 0) - torch.logsumexp(s[0, [0, 2]], 0)) + (torch.logsumexp(s[1], 0) - s[1, 1])) / 2
+    assert abs(float(info_nce_loss(q, p, 0.05, mask, labels, extra)) - float(expected)) < 1e-5
+
+
+def test_distillation_is_zero_at_the_teacher_and_pulls_towards_it():
+    from retrofit_pipeline.training import distillation_loss
+
+    generator = torch.Generator().manual_seed(3)
+    tq, tp = torch.randn(4, 8, generator=generator), torch.randn(6, 8, generator=generator)
+    tq, tp = torch.nn.functional.normalize(tq, dim=-1), torch.nn.functional.normalize(tp, dim=-1)
+    assert float(distillation_loss(tq, tp, tq, tp, 0.05)) < 1e-6
+    student = torch.nn.functional.normalize(tq + 0.5 * torch.randn(4, 8, generator=generator), dim=-1).requires_grad_()
+    loss = distillation_loss(student, tp, tq, tp, 0.05)
+    loss.backward()
+    with torch.no_grad():
+        stepped = torch.nn.functional.normalize(student - 0.01 * student.grad, dim=-1)
+    assert float(loss) > 0 and float(distillation_loss(stepped, tp, tq, tp, 0.05)) < float(loss)
+
+
+def test_batches_by_language_hold_one_language_while_it_fills_one():
+    from retrofit_pipeline.training import _batches
+
+    languages = ["de"] * 9 + ["fr"] * 8 + ["ja"] * 3
+    query_ids = [f"q{i}" for i in range(len(languages))]
+    batches = _batches(query_ids, 4, seed=5, epochs=1, groups=languages)
+    kinds = sorted("".join(sorted({languages[i] for i in batch})) for batch in batches)
+    # de: 2 full batches (1 left over), fr: 2, ja: none; the 4 leftovers make one mixed batch.
+    assert kinds == ["de", "de", "deja", "fr", "fr"]
+    assert sorted(i for batch in batches for i in batch) == list(range(20))  # every row placed once
+
+
+def test_lora_trains_adapters_and_saves_a_plain_model(base_model, tmp_path):
+    data = training_pairs(64).assign(negatives=[[] for _ in range(64)])
+    train_encoder(base_model, data, _settings(epochs=1, lora={"r": 4, "alpha": 8}), tmp_path / "lora", tmp_path / "work")
+    saved, before = load_file(tmp_path / "lora" / "model.safetensors"), load_file(Path(base_model) / "model.safetensors")
+    saved = {k.removeprefix("0.auto_model."): v for k, v in saved.items()}
+    assert set(saved) == set(before)  # merged: no adapter tensors left, the base's names
+    changed = [name for name, tensor in before.items() if not torch.equal(tensor, saved[name])]
+    assert changed and all(any(part in name for part in ("query", "key", "value", "dense")) for name in changed)
+    assert not any("embeddings" in name for name in changed)
+
+
+def test_merging_with_the_base_interpolates_and_the_alpha_rule_prefers_no_forgetting(tmp_path, base_model):
+    from retrofit_pipeline.merging import choose_alpha, write_merged
+
+    data = training_pairs(64).assign(negatives=[[] for _ in range(64)])
+    train_encoder(base_model, data, _settings(epochs=1), tmp_path / "trained", tmp_path / "work")
+    trained, base = load_file(tmp_path / "trained" / "model.safetensors"), load_file(Path(base_model) / "model.safetensors")
+    half = load_file(write_merged(tmp_path / "trained", Path(base_model), 0.5, tmp_path / "half") / "model.safetensors")
+    name = "encoder.layer.0.output.dense.weight"
+    torch.testing.assert_close(half[name], (trained[name] + base[name]) / 2)
+    assert (tmp_path / "half" / "modules.json").exists()
+
+    def entry(alpha, in_domain, pooled):
+        return {"alpha": alpha, "means": {"in-domain": {"gain": in_domain}, "pooled": {"gain": pooled}}}
+
+    alpha, reason = choose_alpha([entry(0.0, 0.05, -0.02), entry(0.25, 0.04, 0.001), entry(0.5, 0.02, 0.01)])
+    assert alpha == 0.25 and "no dev scope below the base" in reason
+    alpha, reason = choose_alpha([entry(0.0, 0.05, -0.04), entry(0.5, 0.02, -0.01)])
+    assert alpha == 0.5 and "least below" in reason
