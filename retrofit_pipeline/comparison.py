@@ -1,34 +1,31 @@
 """Comparing two models scored on the same queries: per-subset gains with paired bootstrap
-intervals, and the means a user decides on (in-domain, out-of-domain).
+intervals, and the mean of every scope a user decides on (in-domain, held-out task, out-of-domain,
+pooled, cross-lingual, bitext; see evaluation_scopes.py).
 
-Both models' per-query nDCG@10 are paired by query; each bootstrap resample draws the queries of
-every (domain, language) subset with replacement, independently per subset, and recomputes the
-subset's mean difference and the mean over subsets. The interval is the percentile interval of
-those resampled differences: if it excludes zero, the difference is not query-sampling noise
-(it says nothing about seed-to-seed training noise)."""
+Both models' per-query scores (nDCG@10; a sentence's share of F1 for bitext mining) are paired by
+query; each bootstrap resample draws the queries of every (scope, domain, language) subset with
+replacement, independently per subset, and recomputes the subset's mean difference and the mean
+over the scope's subsets. The interval is the percentile interval of those resampled differences:
+if it excludes zero, the difference is not query-sampling noise (it says nothing about
+seed-to-seed training noise)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-IN_DOMAIN, OUT_OF_DOMAIN = "in-domain", "out-of-domain"
-SUBSET = ["domain", "language"]
+from .evaluation_scopes import BITEXT, IN_DOMAIN, OUT_OF_DOMAIN, SCOPES  # noqa: F401  (re-exported scope names)
+
+SUBSET = ["scope", "domain", "language"]
 
 
-def scope_of(domain: str, held_out_domains) -> str:
-    return OUT_OF_DOMAIN if domain in set(held_out_domains) else IN_DOMAIN
+def metric_of(scope: str) -> str:
+    return "F1" if scope == BITEXT else "nDCG@10"
 
 
-def paired_comparison(
-    base: pd.DataFrame,
-    tuned: pd.DataFrame,
-    held_out_domains=(),
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 13,
-) -> pd.DataFrame:
-    """`base` and `tuned`: per-query rows (domain, language, query_id, ndcg_at_10) on the same
+def paired_comparison(base: pd.DataFrame, tuned: pd.DataFrame, resamples: int = 1000, confidence: float = 0.95,
+                      seed: int = 13) -> pd.DataFrame:
+    """`base` and `tuned`: per-query rows (scope, domain, language, query_id, score) on the same
     queries. Returns one row per subset and one "mean" row per scope: scope, domain, language,
     queries, base, retrofitted, gain, ci_low, ci_high."""
     merged = base.merge(tuned, on=SUBSET + ["query_id"], suffixes=("_base", "_tuned"), how="outer", indicator=True)
@@ -36,18 +33,18 @@ def paired_comparison(
     if not unpaired.empty:
         example = unpaired.iloc[0]
         raise ValueError(f"the two score sets are not on the same queries: {len(unpaired)} unpaired, e.g. "
-                         f"{example['domain']}/{example['language']}/{example['query_id']}; re-score both on one evaluation set")
+                         f"{example['scope']}/{example['domain']}/{example['language']}/{example['query_id']}; "
+                         "re-score both on one evaluation set")
     rng = np.random.default_rng(seed)
     alpha = (1 - confidence) / 2
     rows, resampled_by_scope = [], {}
-    for (domain, language), group in merged.groupby(SUBSET, sort=True):
-        difference = (group["ndcg_at_10_tuned"] - group["ndcg_at_10_base"]).to_numpy()
+    for (scope, domain, language), group in merged.groupby(SUBSET, sort=True):
+        difference = (group["score_tuned"] - group["score_base"]).to_numpy()
         draws = difference[rng.integers(0, len(difference), size=(resamples, len(difference)))].mean(axis=1)
-        scope = scope_of(domain, held_out_domains)
         resampled_by_scope.setdefault(scope, []).append(draws)
         rows.append({
             "scope": scope, "domain": domain, "language": language, "queries": len(group),
-            "base": group["ndcg_at_10_base"].mean(), "retrofitted": group["ndcg_at_10_tuned"].mean(), "gain": difference.mean(),
+            "base": group["score_base"].mean(), "retrofitted": group["score_tuned"].mean(), "gain": difference.mean(),
             "ci_low": np.quantile(draws, alpha), "ci_high": np.quantile(draws, 1 - alpha),
         })
     table = pd.DataFrame(rows)
@@ -59,32 +56,46 @@ def paired_comparison(
             "base": subsets["base"].mean(), "retrofitted": subsets["retrofitted"].mean(), "gain": subsets["gain"].mean(),
             "ci_low": np.quantile(mean_draws, alpha), "ci_high": np.quantile(mean_draws, 1 - alpha),
         })
-    order = {IN_DOMAIN: 0, OUT_OF_DOMAIN: 1}
+    order = {scope: i for i, scope in enumerate(SCOPES)}
     result = pd.DataFrame(rows)
-    result["_order"] = result["scope"].map(order) * 2 + (result["domain"] == "mean")
+    result["_order"] = result["scope"].map(lambda s: order.get(s, len(order))) * 2 + (result["domain"] == "mean")
     return result.sort_values(["_order", "domain", "language"]).drop(columns="_order").reset_index(drop=True)
 
 
 def scope_means(comparison: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """{scope: {base, retrofitted, gain, ci_low, ci_high}} from the "mean" rows."""
+    """{scope: {base, retrofitted, gain, ci_low, ci_high, queries, languages}} from the "mean" rows."""
     means = comparison[comparison["domain"] == "mean"]
-    return {row.scope: {k: float(getattr(row, k)) for k in ("base", "retrofitted", "gain", "ci_low", "ci_high")}
+    languages = comparison[comparison["domain"] != "mean"].groupby("scope")["language"].nunique()
+    return {row.scope: {**{k: float(getattr(row, k)) for k in ("base", "retrofitted", "gain", "ci_low", "ci_high")},
+                        "queries": int(row.queries), "languages": int(languages.get(row.scope, 0))}
             for row in means.itertuples()}
 
 
-def comparison_markdown(comparison: pd.DataFrame, labels: tuple[str, str] = ("base", "retrofitted")) -> str:
+def comparison_markdown(comparison: pd.DataFrame, labels: tuple[str, str] = ("base", "retrofitted"), means_only: bool = False) -> str:
     """The score table users read: per subset and per scope mean, with the 95 % interval of the gain."""
-    table = comparison.copy()
+    table = comparison[comparison["domain"] == "mean"].copy() if means_only else comparison.copy()
+    table.insert(1, "metric", table["scope"].map(metric_of))
+    table["gain"] = [f"{gain:+.4f}" for gain in table["gain"]]
     table["95% CI of gain"] = [f"[{low:+.4f}, {high:+.4f}]" for low, high in zip(table["ci_low"], table["ci_high"])]
     table = table.drop(columns=["ci_low", "ci_high"]).rename(columns={"base": labels[0], "retrofitted": labels[1]})
-    table.loc[table["domain"] == "mean", ["domain", "language"]] = ["**mean**", ""]
-    return table.to_markdown(index=False, floatfmt=".4f")
+    for column in labels:
+        table[column] = [f"{value:.4f}" for value in table[column]]
+    if means_only:
+        languages = comparison[comparison["domain"] != "mean"].groupby("scope")["language"].nunique()
+        table["language"] = [f"{languages.get(scope, 0)} languages" for scope in table["scope"]]
+        table = table.drop(columns="domain").rename(columns={"language": "subsets"})
+    else:
+        table.loc[table["domain"] == "mean", ["domain", "language"]] = ["**mean**", ""]
+    # disable_numparse: the cells are formatted already (tabulate would drop the "+" of a gain)
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
-def scores_markdown(scores: pd.DataFrame, held_out_domains=(), metric: str = "ndcg_at_10") -> str:
-    """One model's scores per subset, with a mean per scope (the base model's table)."""
-    table = scores[SUBSET + [metric]].copy()
-    table.insert(0, "scope", [scope_of(d, held_out_domains) for d in table["domain"]])
-    means = table.groupby("scope", sort=False)[metric].mean()
-    table = pd.concat([table, pd.DataFrame([{"scope": s, "domain": "**mean**", "language": "", metric: v} for s, v in means.items()])])
-    return table.sort_values(["scope", "domain"], key=lambda c: c.str.replace("**", "~", regex=False)).to_markdown(index=False, floatfmt=".4f")
+def scores_markdown(scores: pd.DataFrame) -> str:
+    """One model's scores per scope and subset, with a mean per scope (the base model's table)."""
+    table = scores[SUBSET + ["metric", "main_score"]].copy()
+    means = table.groupby("scope", sort=False).agg(metric=("metric", "first"), main_score=("main_score", "mean")).reset_index()
+    means = means.assign(domain="**mean**", language="")
+    order = {scope: i for i, scope in enumerate(SCOPES)}
+    table = pd.concat([table.assign(_last=0), means.assign(_last=1)])
+    table = table.sort_values(["scope", "_last", "domain", "language"], key=lambda c: c.map(order) if c.name == "scope" else c)
+    return table.drop(columns="_last").to_markdown(index=False, floatfmt=".4f")

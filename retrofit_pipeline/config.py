@@ -14,6 +14,7 @@ import yaml
 
 from .mining import MiningSettings
 from .schema import DataValidationError
+from .synthetic.settings import SyntheticSettings, reject_secrets
 from .training import TrainingSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,9 @@ class EvaluationSettings:
     sources: list[dict] = field(default_factory=list)  # empty: use the held-out split of raw_sources
     languages: list[str] | None = None
     domains: list[str] | None = None  # the domains scored (default: every domain with evaluation data)
-    max_corpus_per_language: int | None = None  # per domain and language: judged documents + seeded distractors up to this
+    # Per domain and language: judged documents + distractors up to this; one number, or per domain
+    # {domain: cap, default: cap} (None: the whole held-out corpus).
+    max_corpus_per_language: int | dict | None = None
     # Domains kept out of training altogether and scored as out-of-domain (leave-one-domain-out):
     # the retrofit must not fall below its base there (the forgetting check).
     held_out_domains: list[str] = field(default_factory=list)
@@ -46,8 +49,52 @@ class EvaluationSettings:
     mteb_languages: list[str] | None = None  # ISO 639-1
     mteb_retrieval_only: bool = True
     mteb_dataset_overrides: dict[str, str] = field(default_factory=dict)
-    max_queries_per_language: int | None = 200  # per domain and language, drawn by seed
+    # Per domain, language and query form, drawn by document identity; one number or {domain: cap, default: cap}.
+    max_queries_per_language: int | dict | None = 200
     batch_size: int = 64
+    # Task types kept out of the training pool and scored as the held-out task (leave-one-task-out).
+    held_out_tasks: list[str] = field(default_factory=list)
+    scopes: list[str] | None = None  # default: every scope the data allows (evaluation_scopes.SCOPES)
+    pivot_language: str = "en"  # the cross-lingual scope: a query in X against this language's corpus
+    # Every model is scored at its own maximum length (what a user gets), or at most this (a CPU budget).
+    max_length: int | None = None
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (bf16/fp16 on CUDA only); the same for every model
+    # Dev split for model selection (the weight-averaging coefficient): in-domain identities in this
+    # hash bucket are never scored in the reported scopes.
+    dev_fraction: float = 0.0
+    dev_max_queries_per_language: int | None = 20
+    dev_max_corpus_per_language: int | None = 60
+    # The forgetting gate: a scope's mean gain below -tolerance fails (0: not below the base at all).
+    forgetting_tolerance: float = 0.0
+    # Promotion: a candidate's mean on any scope may be at most this far below the current model's.
+    promotion_tolerance: float = 0.005
+
+    def validate(self) -> None:
+        from .evaluation_scopes import SCOPES
+        from .schema import TASK_TYPES
+
+        unknown = sorted(set(self.scopes or []) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"config field evaluation.scopes: unknown scope(s) {unknown}; known: {list(SCOPES)}")
+        unknown = sorted(set(self.held_out_tasks) - set(TASK_TYPES))
+        if unknown:
+            raise ValueError(f"config field evaluation.held_out_tasks: unknown task type(s) {unknown}; known: {sorted(TASK_TYPES)}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"config field evaluation.precision: choose fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"config field evaluation.dev_fraction must be in [0, 1), got {self.dev_fraction}")
+
+
+@dataclass
+class MergeSettings:
+    """Weight averaging with the base after training (merging.py): the base's weight alpha is chosen
+    among `alphas` on the dev split (evaluation.dev_fraction); empty: no merging."""
+
+    alphas: list[float] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if any(not 0.0 <= alpha < 1.0 for alpha in self.alphas):
+            raise ValueError(f"config field merge.alphas: every alpha must be in [0, 1), got {self.alphas}")
 
 
 @dataclass
@@ -63,6 +110,8 @@ class PipelineConfig:
     negatives: MiningSettings = field(default_factory=MiningSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)  # LLM-generated queries (off by default)
     index_factory: str = "Flat"
     encode_batch_size: int = 64
     source_file: Path | None = None
@@ -116,8 +165,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     raw = _read_preset(path)
     sections = {
         "mixture": MixtureSettings, "negatives": MiningSettings,
-        "training": TrainingSettings, "evaluation": EvaluationSettings,
+        "training": TrainingSettings, "evaluation": EvaluationSettings, "merge": MergeSettings,
+        "synthetic": SyntheticSettings,
     }
+    reject_secrets(raw.get("synthetic"), str(path))
     values = {k: v for k, v in raw.items() if k not in sections}
     for key, cls in sections.items():
         values[key] = _build(cls, raw.get(key, {}) or {}, key)
@@ -140,6 +191,11 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     config = _build(PipelineConfig, values, "top level")
     config.negatives.validate()
     config.training.validate()
+    config.evaluation.validate()
+    config.merge.validate()
+    config.synthetic.validate()
+    if config.merge.alphas and config.evaluation.dev_fraction <= 0:
+        raise ValueError("config field merge.alphas needs a dev split to choose on: set evaluation.dev_fraction")
     _check_local_model_path(config.base_model, path)
     if config.default_scale is not None and config.default_scale not in config.data_scales:
         raise ValueError(f"default_scale {config.default_scale!r} is not one of data_scales {list(config.data_scales)}")

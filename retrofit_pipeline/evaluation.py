@@ -1,9 +1,10 @@
-"""Retrieval evaluation through mteb, on retrieval tasks built from local data.
+"""Evaluation through mteb, on tasks built from local held-out data.
 
-The held-out set becomes an mteb AbsTaskRetrieval with one subset per (domain, language), so the
-scores (nDCG@10, recall@100, ...) are computed by mteb's own evaluator and written in mteb's result
-format, which leaderboards and `mteb.load_results` read. mteb's saved predictions (each query's
-ranking) give the per-query nDCG@10 that the paired bootstrap intervals resample."""
+Each scope (evaluation_scopes.py) becomes one mteb task: an AbsTaskRetrieval with one hf subset per
+(domain, query language), or an AbsTaskBitextMining for the bitext scope, so the scores (nDCG@10,
+recall@100, F1, ...) are computed by mteb's own evaluators and written in mteb's result format,
+which leaderboards and `mteb.load_results` read. mteb's saved predictions (each query's ranking,
+each sentence's nearest neighbour) give the per-query scores that the paired bootstrap resamples."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pandas as pd
 from datasets import Dataset
 
 from .artifact_io import atomic_directory
+from .evaluation_scopes import SCOPES, Subset, sample_evaluation  # noqa: F401  (sample_evaluation: re-exported)
 from .schema import EvaluationSet
 
 # ISO 639-1 -> mteb's ISO 639-3 + script code.
@@ -37,21 +39,32 @@ MTEB_LANGUAGES = {
 REPORTED_METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "ndcg_at_1")
 
 
-def _task_class(name: str, subsets: dict[str, str]):
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
+def evaluation_fingerprint(evaluation: EvaluationSet, settings: dict | None = None) -> str:
+    """Identifies exactly what a model is scored on (queries, corpus, judgements, and the settings
+    that turn them into scores: scope rules, evaluation length and precision): scores with the same
+    fingerprint are comparable, others are not."""
+    digest = hashlib.sha256()
+    for frame in (evaluation.queries, evaluation.corpus, evaluation.qrels):
+        frame = frame.astype(str)
+        digest.update(pd.util.hash_pandas_object(frame.sort_values(list(frame.columns)).reset_index(drop=True), index=False).values.tobytes())
+    digest.update(json.dumps(settings or {}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _task_metadata(name: str, task_type: str, subsets: dict[str, str], main_score: str, description: str):
     from mteb.abstasks.task_metadata import TaskMetadata
 
-    metadata = TaskMetadata(
+    return TaskMetadata(
         name=name,
-        description="Held-out retrieval set built by retrofit_pipeline from local data.",
+        description=description,
         reference=None,
         dataset={"path": f"local/{name}", "revision": "local"},
-        type="Retrieval",
+        type=task_type,
         category="t2t",
         modalities=["text"],
         eval_splits=["test"],
         eval_langs={subset: [MTEB_LANGUAGES[lang]] for subset, lang in subsets.items()},
-        main_score="ndcg_at_10",
+        main_score=main_score,
         date=None,
         domains=None,
         task_subtypes=None,
@@ -62,114 +75,110 @@ def _task_class(name: str, subsets: dict[str, str]):
         bibtex_citation=None,
     )
 
-    class LocalRetrievalTask(AbsTaskRetrieval):
-        pass
 
-    LocalRetrievalTask.metadata = metadata
-    LocalRetrievalTask.__name__ = name
-    return LocalRetrievalTask
+def task_name(scope: str) -> str:
+    """"held-out task" -> "RetrofitHeldOutTask": the mteb task that scores one scope."""
+    return "Retrofit" + "".join(part.capitalize() for part in scope.replace("-", " ").split())
 
 
-def subset_name(domain: str, language: str) -> str:
-    return f"{domain}.{language}"
-
-
-def sample_evaluation(evaluation: EvaluationSet, max_queries_per_subset: int | None, max_corpus_per_subset: int | None = None,
-                      seed: int = 13) -> EvaluationSet:
-    """At most `max_queries_per_subset` queries per (domain, language), drawn by seed, and, when
-    `max_corpus_per_subset` is set, a corpus of every document judged for those queries plus other
-    documents of the subset (drawn by seed) up to that size: distractors rather than the whole
-    held-out corpus, to bound encoding time on a CPU. Every model of an experiment is scored on
-    exactly this set (its fingerprint is recorded with the scores)."""
-    queries, corpus = [], []
-    judged = evaluation.qrels.groupby("query_id")["doc_id"].agg(set)
-    for (domain, language), group in evaluation.queries.groupby(["domain", "language"], sort=True):
-        if max_queries_per_subset and len(group) > max_queries_per_subset:
-            group = group.sample(n=max_queries_per_subset, random_state=seed)
-        queries.append(group)
-        documents = evaluation.corpus[(evaluation.corpus["domain"] == domain) & (evaluation.corpus["language"] == language)]
-        if max_corpus_per_subset and len(documents) > max_corpus_per_subset:
-            needed = set().union(*(judged.get(q, set()) for q in group["query_id"]))
-            is_needed = documents["doc_id"].isin(needed)
-            others = documents[~is_needed]
-            room = max(0, max_corpus_per_subset - int(is_needed.sum()))
-            documents = pd.concat([documents[is_needed], others.sample(n=min(room, len(others)), random_state=seed)])
-        corpus.append(documents)
-    queries = pd.concat(queries).sort_index().reset_index(drop=True)
-    corpus = pd.concat(corpus).sort_index().reset_index(drop=True)
-    qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(set(queries["query_id"])) & evaluation.qrels["doc_id"].isin(set(corpus["doc_id"]))]
-    return EvaluationSet(corpus, queries, qrels.reset_index(drop=True))
-
-
-def evaluation_fingerprint(evaluation: EvaluationSet) -> str:
-    """Identifies exactly what a model is scored on (queries, corpus, judgements): scores with the
-    same fingerprint are comparable, others are not."""
-    digest = hashlib.sha256()
-    for frame in (evaluation.queries, evaluation.corpus, evaluation.qrels):
-        digest.update(pd.util.hash_pandas_object(frame.sort_values(list(frame.columns)).reset_index(drop=True), index=False).values.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def build_mteb_task(evaluation: EvaluationSet, name: str = "RetrofitHeldOutRetrieval"):
-    """An mteb retrieval task whose data is `evaluation`, already loaded (nothing is downloaded):
-    one subset per (domain, language), its corpus the documents of that domain and language."""
-    subsets = evaluation.queries[["domain", "language"]].drop_duplicates().sort_values(["domain", "language"])
-    unknown = sorted(set(subsets["language"]) - set(MTEB_LANGUAGES))
+def _check_languages(subsets: list[Subset]) -> None:
+    unknown = sorted({s.language for s in subsets} - set(MTEB_LANGUAGES))
     if unknown:
         raise ValueError(f"no mteb language code known for {unknown}; add it to MTEB_LANGUAGES in {__file__}")
-    task = _task_class(name, {subset_name(d, lang): lang for d, lang in subsets.itertuples(index=False)})()
-    relevant = evaluation.qrels.groupby("query_id")
-    dataset = {}
-    for domain, lang in subsets.itertuples(index=False):
-        queries = evaluation.queries[(evaluation.queries["language"] == lang) & (evaluation.queries["domain"] == domain)]
-        corpus = evaluation.corpus[(evaluation.corpus["language"] == lang) & (evaluation.corpus["domain"] == domain)]
-        qrels = {
-            qid: {row.doc_id: int(row.score) for row in relevant.get_group(qid).itertuples()}
-            for qid in queries["query_id"]
-        }
-        dataset[subset_name(domain, lang)] = {
-            "test": {
-                "corpus": Dataset.from_dict({"id": corpus["doc_id"].tolist(), "text": corpus["text"].tolist(), "title": [""] * len(corpus)}),
-                "queries": Dataset.from_dict({"id": queries["query_id"].tolist(), "text": queries["text"].tolist()}),
-                "relevant_docs": qrels,
-                "top_ranked": None,
-            }
-        }
-    task.dataset = dataset
+
+
+def build_retrieval_task(scope: str, subsets: list[Subset]):
+    """An mteb retrieval task whose data is `subsets` (one scope), already loaded: one hf subset
+    per domain and query language, its corpus and judgements as the scope defines them."""
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+
+    _check_languages(subsets)
+    metadata = _task_metadata(task_name(scope), "Retrieval", {s.name: s.language for s in subsets}, "ndcg_at_10",
+                              f"retrofit_pipeline's {scope} retrieval scope, built from local held-out data.")
+    # Rankings are kept to depth 100 (recall@100, nDCG@10): mteb's default 1000 makes the saved
+    # predictions, rewritten after every subset, ten times larger and their writing the slowest step.
+    task_class = type(metadata.name, (AbsTaskRetrieval,), {"metadata": metadata, "k_values": (1, 3, 5, 10, 20, 100)})
+    task = task_class()
+    task.dataset = {
+        s.name: {"test": {
+            "corpus": Dataset.from_dict({"id": s.corpus["doc_id"].tolist(), "text": s.corpus["text"].tolist(), "title": [""] * len(s.corpus)}),
+            "queries": Dataset.from_dict({"id": s.queries["query_id"].tolist(), "text": s.queries["text"].tolist()}),
+            "relevant_docs": {qid: dict(zip(group["doc_id"], group["score"].astype(int))) for qid, group in s.qrels.groupby("query_id")},
+            "top_ranked": None,
+        }}
+        for s in subsets
+    }
     task.data_loaded = True
     return task
 
 
-def evaluate_model(model, evaluation: EvaluationSet, results_dir: Path, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores `model` (a SentenceTransformer) with mteb on `evaluation` (already sampled). Writes
-    mteb's result JSON and its predictions under `results_dir` (atomically), and returns
-    (one row per domain and language with the reported metrics, one row per query with its nDCG@10)."""
+def build_bitext_task(scope: str, subsets: list[Subset]):
+    """An mteb bitext-mining task: per language, sentence1 (the translations) against sentence2
+    (their English originals), the i-th of each a pair."""
+    from datasets import DatasetDict
+    from mteb.abstasks.text.bitext_mining import AbsTaskBitextMining
+
+    _check_languages(subsets)
+    metadata = _task_metadata(task_name(scope), "BitextMining", {s.name: s.language for s in subsets}, "f1",
+                              "retrofit_pipeline's bitext-mining scope (held-out translated messages -> English), from local data.")
+    task_class = type(metadata.name, (AbsTaskBitextMining,), {"metadata": metadata})
+    task = task_class()
+    task.dataset = {s.name: DatasetDict({"test": Dataset.from_dict({"sentence1": s.pairs["text"].tolist(), "sentence2": s.pairs["target"].tolist()})})
+                    for s in subsets}
+    task.data_loaded = True
+    return task
+
+
+def evaluate_subsets(encoder, subsets: list[Subset], results_dir: Path, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores `encoder` (a ScoringEncoder) with mteb on every subset, one mteb task per scope.
+    Writes mteb's result JSON and predictions under `results_dir` (atomically). Returns (one row per
+    scope and subset with mteb's metrics, one row per query with its score: nDCG@10 for retrieval,
+    its share of mteb's F1 for bitext mining, so that the mean of a subset is mteb's number)."""
     import mteb
     from mteb.cache import ResultCache
 
-    task = build_mteb_task(evaluation)
+    by_scope: dict[str, list[Subset]] = {}
+    for subset in subsets:
+        by_scope.setdefault(subset.scope, []).append(subset)
+    tasks = [build_bitext_task(scope, members) if members[0].pairs is not None else build_retrieval_task(scope, members)
+             for scope, members in by_scope.items()]
     logging.getLogger("mteb").setLevel(logging.WARNING)
+    rows, per_query = [], []
     with atomic_directory(Path(results_dir)) as tmp:
-        result = mteb.evaluate(
-            model, task, cache=ResultCache(cache_path=tmp), overwrite_strategy="always", prediction_folder=tmp / "predictions",
-            encode_kwargs={"batch_size": batch_size}, show_progress_bar=False,
-        )
-        predictions = json.loads((tmp / "predictions" / task.prediction_file_name).read_text(encoding="utf-8"))
-    domain_of = {subset_name(d, lang): (d, lang) for d, lang in evaluation.queries[["domain", "language"]].drop_duplicates().itertuples(index=False)}
-    rows = []
-    for task_result in result.task_results:
-        for entry in task_result.scores["test"]:
-            domain, language = domain_of[entry["hf_subset"]]
-            rows.append({"domain": domain, "language": language, **{m: float(entry[m]) for m in REPORTED_METRICS}})
-    per_query = []
-    for subset, splits in predictions.items():
-        if subset not in domain_of:  # mteb stores the model's metadata beside the subsets
-            continue
-        domain, language = domain_of[subset]
-        for query_id, value in per_query_ndcg(splits["test"], evaluation.qrels).items():
-            per_query.append({"domain": domain, "language": language, "query_id": query_id, "ndcg_at_10": value})
-    return (pd.DataFrame(rows).sort_values(["domain", "language"]).reset_index(drop=True),
-            pd.DataFrame(per_query).sort_values(["domain", "language", "query_id"]).reset_index(drop=True))
+        result = mteb.evaluate(encoder, tasks, cache=ResultCache(cache_path=tmp), overwrite_strategy="always",
+                               prediction_folder=tmp / "predictions", encode_kwargs={"batch_size": batch_size}, show_progress_bar=False)
+        for task, task_result in zip(tasks, result.task_results):
+            scope = next(scope for scope in by_scope if task_name(scope) == task.metadata.name)
+            members = {s.name: s for s in by_scope[scope]}
+            predictions = json.loads((tmp / "predictions" / task.prediction_file_name).read_text(encoding="utf-8"))
+            for entry in task_result.scores["test"]:
+                subset = members[entry["hf_subset"]]
+                if subset.pairs is not None:
+                    values = bitext_f1_shares(predictions[subset.name]["test"]["sentence1-sentence2"])
+                    if abs(float(np.mean(values)) - float(entry["f1"])) > 1e-6:
+                        raise AssertionError(f"per-sentence F1 shares of {scope}/{subset.name} do not add up to mteb's F1")
+                    metrics = {"main_score": float(entry["f1"]), "accuracy": float(entry["accuracy"])}
+                    scores = dict(zip(subset.pairs["query_id"], values))
+                else:
+                    metrics = {"main_score": float(entry["ndcg_at_10"]), **{m: float(entry[m]) for m in REPORTED_METRICS}}
+                    scores = per_query_ndcg(predictions[subset.name]["test"], subset.qrels)
+                rows.append({"scope": scope, "domain": subset.domain, "language": subset.language,
+                             "metric": "f1" if subset.pairs is not None else "ndcg_at_10", "queries": subset.size, **metrics})
+                per_query += [{"scope": scope, "domain": subset.domain, "language": subset.language, "query_id": query_id, "score": value}
+                              for query_id, value in scores.items()]
+    order = {scope: i for i, scope in enumerate(SCOPES)}
+    def ordered(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        return frame.sort_values(keys, key=lambda c: c.map(order) if c.name == "scope" else c).reset_index(drop=True)
+    return ordered(pd.DataFrame(rows), ["scope", "domain", "language"]), ordered(pd.DataFrame(per_query), ["scope", "domain", "language", "query_id"])
+
+
+def bitext_f1_shares(neighbours: list[dict]) -> list[float]:
+    """Each sentence's share of mteb's bitext-mining F1 (sklearn's support-weighted F1, every
+    sentence the gold of exactly one query): F1 of label i = 2 / (1 + times i was predicted) when
+    sentence i found its own pair, else 0; their mean is mteb's F1."""
+    predicted = [int(entry["corpus_id"]) for entry in neighbours]
+    times = np.bincount(predicted, minlength=len(predicted))
+    return [2.0 / (1.0 + times[i]) if predicted[i] == i else 0.0 for i in range(len(predicted))]
 
 
 def per_query_ndcg(rankings: dict[str, dict[str, float]], qrels: pd.DataFrame, k: int = 10) -> dict[str, float]:

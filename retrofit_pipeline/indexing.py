@@ -44,24 +44,16 @@ def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool = F
     return index
 
 
-def save_index(index: faiss.Index, doc_ids: list[str], subsets: list[str], directory: Path, info: dict,
-               embeddings: np.ndarray | None = None) -> Path:
+def save_index(index: faiss.Index, doc_ids: list[str], subsets: list[str], directory: Path, info: dict) -> Path:
     """index.faiss + doc_ids.json (row -> document id and its evaluation subset, domain.language)
-    + info.json (+ embeddings.npy, the exact vectors, when given), written atomically."""
+    + info.json, written atomically."""
     if type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
     with atomic_directory(directory) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))
         (tmp / "doc_ids.json").write_text(json.dumps({"doc_ids": doc_ids, "subsets": subsets}, ensure_ascii=False))
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        if embeddings is not None:
-            np.save(tmp / "embeddings.npy", np.ascontiguousarray(embeddings, dtype=np.float32))
     return Path(directory)
-
-
-def load_embeddings(directory: Path) -> np.ndarray | None:
-    path = Path(directory) / "embeddings.npy"
-    return np.load(path, mmap_mode="r") if path.exists() else None
 
 
 def load_index(directory: Path) -> tuple[faiss.Index, list[str], list[str]]:

@@ -7,6 +7,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
+SCORES_HEADING = "## Scores (held-out scopes, base vs this model; nDCG@10, bitext F1)"
+
 
 def render_model_card(config, scale: str, data: pd.DataFrame, result, scores: str | None) -> str:
     by_task = data.groupby("task_type").size().to_dict()
@@ -49,7 +51,7 @@ def render_model_card(config, scale: str, data: pd.DataFrame, result, scores: st
         json.dumps(settings, indent=2, default=str),
         "```",
         "",
-        "## Scores (held-out set, nDCG@10)",
+        SCORES_HEADING,
         scores or "_Not scored yet: materialize retrieval_scores for this partition._",
         "",
     ]
@@ -69,5 +71,5 @@ def _base_model_note(base_model: str) -> list[str]:
 
 
 def replace_scores_section(card: str, scores: str) -> str:
-    head, marker, _ = card.partition("## Scores (held-out set, nDCG@10)")
-    return f"{head}{marker}\n{scores}\n" if marker else f"{card}\n## Scores (held-out set, nDCG@10)\n{scores}\n"
+    head, marker, _ = card.partition(SCORES_HEADING)
+    return f"{head}{marker}\n{scores}\n" if marker else f"{card}\n{SCORES_HEADING}\n{scores}\n"

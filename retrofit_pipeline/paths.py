@@ -23,6 +23,21 @@ class ArtifactPaths:
         return self.root / "raw" / "training_pool.parquet"
 
     @property
+    def synthetic_pairs(self) -> Path:
+        return self.root / "raw" / "synthetic_pairs.parquet"
+
+    @property
+    def synthetic_cache(self) -> Path:
+        """LLM replies, content-addressed; shared by every experiment of an artifacts_dir."""
+        return self.root.parent / ".cache" / "llm"
+
+    @property
+    def embeddings(self) -> Path:
+        """Every model's embeddings, keyed by its content (embedding_store.py): shared by the
+        experiments of an artifacts_dir, so a base model is encoded once for all of them."""
+        return self.root.parent / ".cache" / "embeddings"
+
+    @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"
 

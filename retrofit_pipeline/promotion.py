@@ -1,48 +1,87 @@
-"""Promotion: a new checkpoint becomes "current" only if it is clean, better than its base, free of
-forgetting, and not worse than the current one on the same evaluation set.
+"""Promotion: a new checkpoint becomes "current" only if it is clean, better than its base where
+it was trained, free of forgetting everywhere else, and not worse than the current one.
 
-Clean: its training mixture does not leak the evaluation set. Better than its base: its in-domain
-mean nDCG@10 is above the base model's. Free of forgetting: its out-of-domain mean (when the
-experiment holds domains out) is not below the base model's. Not worse: its in-domain mean is at
-least the current checkpoint's, both measured on the same evaluation set (the current model is
-re-scored when the set changed, e.g. after a data refresh). Scheduled retraining can then run
-unattended: a bad run is trained and scored, but never served."""
+The rules, on paired per-query scores of one evaluation set (comparison.py):
+- clean: its training mixture does not leak the evaluation set;
+- against its base: the in-domain gain's 95 % interval lies above zero, and on every other scope
+  (held-out task, out-of-domain, pooled, cross-lingual, bitext) the mean gain is at least
+  -forgetting_tolerance; an evaluation without any such scope cannot show forgetting and fails;
+- against the current model (re-scored when the evaluation set changed): on every scope the mean
+  difference is at least -promotion_tolerance (in-domain included);
+- the scores must be of these weights: the checkpoint's content identity equals the one its
+  scores were computed with (a retrained checkpoint whose scores were not re-run is skipped).
+The best candidate by in-domain mean is promoted; scheduled retraining can run unattended: a bad
+run is trained and scored, but never served."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifact_io import atomic_directory, read_json, write_json
+import pandas as pd
 
-# Re-encoding the same model in other batches moves nDCG@10 by float noise (~1e-6): a difference this
-# small is a tie, not a regression.
-TIE_TOLERANCE = 1e-4
+from .artifact_io import atomic_directory, read_json, write_json, write_parquet
+from .comparison import paired_comparison, scope_means
+from .evaluation_scopes import IN_DOMAIN
+
+CURRENT_RECORD = "current.json"
+CURRENT_SCORES = "current_per_query.parquet"
+
+
+def in_domain_problems(means: dict[str, dict[str, float]]) -> list[str]:
+    """Why the in-domain gain over the base (scope means of a comparison) is not established, or []."""
+    in_domain = means.get(IN_DOMAIN)
+    if in_domain is None:
+        return ["no in-domain score"]
+    if in_domain["ci_low"] <= 0:
+        return [f"in-domain gain {in_domain['gain']:+.4f} [{in_domain['ci_low']:+.4f}, {in_domain['ci_high']:+.4f}] is not above zero"]
+    return []
+
+
+def forgetting_problems(means: dict[str, dict[str, float]], forgetting_tolerance: float) -> list[str]:
+    """The scopes besides in-domain whose mean falls below the base's by more than the tolerance;
+    an evaluation without such a scope is a problem of its own (nothing measures forgetting)."""
+    others = {scope: values for scope, values in means.items() if scope != IN_DOMAIN}
+    if not others:
+        return ["no scope besides in-domain was scored: nothing measures forgetting"]
+    return [f"{scope}: {values['retrofitted']:.4f} is below the base's {values['base']:.4f} "
+            f"({values['gain']:+.4f} [{values['ci_low']:+.4f}, {values['ci_high']:+.4f}], forgetting)"
+            for scope, values in others.items() if values["gain"] < -forgetting_tolerance]
+
+
+def gate_against_base(means: dict[str, dict[str, float]], forgetting_tolerance: float) -> list[str]:
+    """Why scores with these scope means (comparison against the base) fail the rules, or []."""
+    return in_domain_problems(means) + forgetting_problems(means, forgetting_tolerance)
+
+
+def gate_against_current(means: dict[str, dict[str, float]], promotion_tolerance: float) -> list[str]:
+    """Why a candidate (retrofitted) is worse than the current model (base) on some scope, or []."""
+    return [f"{scope}: {values['retrofitted']:.4f} is below the current model's {values['base']:.4f} ({values['gain']:+.4f})"
+            for scope, values in means.items() if values["gain"] < -promotion_tolerance]
 
 
 @dataclass
 class Candidate:
     scale: str
     checkpoint: Path
-    mean_ndcg_at_10: float  # in-domain
-    leaked_rows: int
+    model_identity: str
     evaluation_fingerprint: str
-    base_mean_ndcg_at_10: float
-    out_of_domain_ndcg_at_10: float | None = None
-    base_out_of_domain_ndcg_at_10: float | None = None
+    means: dict[str, dict[str, float]]  # scope -> comparison with the base
+    per_query: pd.DataFrame = field(repr=False)
+    leaked_rows: int = 0
 
-    def rejection(self) -> str | None:
+    @property
+    def in_domain(self) -> float:
+        return self.means[IN_DOMAIN]["retrofitted"] if IN_DOMAIN in self.means else float("-inf")
+
+    def rejection(self, forgetting_tolerance: float) -> str | None:
         """Why this candidate may not be promoted whatever the current model is, or None."""
         if self.leaked_rows:
             return f"{self.scale}: its training mixture leaks {self.leaked_rows} evaluation rows"
-        if self.mean_ndcg_at_10 <= self.base_mean_ndcg_at_10:
-            return f"{self.scale}: in-domain {self.mean_ndcg_at_10:.4f} is not above the base model's {self.base_mean_ndcg_at_10:.4f}"
-        if self.out_of_domain_ndcg_at_10 is not None and self.out_of_domain_ndcg_at_10 < self.base_out_of_domain_ndcg_at_10:
-            return (f"{self.scale}: out-of-domain {self.out_of_domain_ndcg_at_10:.4f} is below the base model's "
-                    f"{self.base_out_of_domain_ndcg_at_10:.4f} (forgetting)")
-        return None
+        problems = gate_against_base(self.means, forgetting_tolerance)
+        return f"{self.scale}: " + "; ".join(problems) if problems else None
 
 
 @dataclass
@@ -50,46 +89,47 @@ class PromotionDecision:
     promoted: bool
     reason: str
     candidate: Candidate | None
-    current_mean_ndcg_at_10: float | None
+    against_current: dict[str, dict[str, float]] | None = None
 
 
-def decide(candidates: list[Candidate], current: dict | None, rescore_current: Callable[[], float] | None = None) -> PromotionDecision:
-    """`current` is the promoted model's record; when it was scored on another evaluation set than
-    the candidates, `rescore_current()` gives its in-domain mean on theirs (no comparison across sets)."""
-    rejections = [c.rejection() for c in candidates]
+def decide(candidates: list[Candidate], current: dict | None, current_scores: Callable[[str], pd.DataFrame] | None,
+           forgetting_tolerance: float = 0.0, promotion_tolerance: float = 0.005) -> PromotionDecision:
+    """`current` is the promoted model's record; `current_scores(fingerprint)` gives its per-query
+    scores on the candidates' evaluation set (stored, or re-scored when the set changed)."""
+    rejections = [c.rejection(forgetting_tolerance) for c in candidates]
     eligible = [c for c, why in zip(candidates, rejections) if why is None]
     if not eligible:
         reasons = "; ".join(r for r in rejections if r) or "no scored checkpoint"
-        return PromotionDecision(False, f"no candidate qualifies: {reasons}", None, None if current is None else current["mean_ndcg_at_10"])
-    best = max(eligible, key=lambda c: (c.mean_ndcg_at_10, c.out_of_domain_ndcg_at_10 or 0.0))
+        return PromotionDecision(False, f"no candidate qualifies: {reasons}", None)
+    best = max(eligible, key=lambda c: c.in_domain)
     if current is None:
-        return PromotionDecision(True, f"{best.scale} ({best.mean_ndcg_at_10:.4f}) is the first qualifying checkpoint", best, None)
-    current_mean = float(current["mean_ndcg_at_10"])
-    how = "stored"
-    if current.get("evaluation_fingerprint") != best.evaluation_fingerprint:
-        if rescore_current is None:
-            return PromotionDecision(False, "the current model was scored on another evaluation set and cannot be re-scored", best, current_mean)
-        current_mean, how = rescore_current(), "re-scored on this evaluation set"
-    if best.mean_ndcg_at_10 < current_mean - TIE_TOLERANCE:
-        return PromotionDecision(False, f"best candidate {best.scale} ({best.mean_ndcg_at_10:.4f}) is below current ({current_mean:.4f}, {how})",
-                                 best, current_mean)
-    return PromotionDecision(True, f"{best.scale} ({best.mean_ndcg_at_10:.4f}) is not below current ({current_mean:.4f}, {how})", best, current_mean)
+        return PromotionDecision(True, f"{best.scale} ({best.in_domain:.4f} in-domain) is the first qualifying checkpoint", best)
+    if current.get("model_identity") == best.model_identity:
+        return PromotionDecision(False, f"{best.scale} is the current model already (same weights)", best)
+    if current_scores is None:
+        return PromotionDecision(False, "the current model's scores on this evaluation set are not available", best)
+    against = scope_means(paired_comparison(current_scores(best.evaluation_fingerprint), best.per_query))
+    problems = gate_against_current(against, promotion_tolerance)
+    if problems:
+        return PromotionDecision(False, f"best candidate {best.scale} is below the current model: " + "; ".join(problems), best, against)
+    return PromotionDecision(True, f"{best.scale} is not below the current model on any scope (tolerance {promotion_tolerance})", best, against)
 
 
 def promote(candidate: Candidate, directory: Path) -> None:
-    """Copies the checkpoint to `directory/model` with its record `current.json` inside, in one
-    atomic rename: the served model and the scores it is judged by can never disagree."""
+    """Copies the checkpoint to `directory/model` with its record (identity, evaluation fingerprint,
+    scope means) and its per-query scores inside, in one atomic rename: the served model and the
+    scores it is judged by can never disagree."""
     with atomic_directory(directory / "model") as tmp:
         shutil.copytree(candidate.checkpoint, tmp, dirs_exist_ok=True)
-        record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(candidate).items()}
-        record["source_checkpoint"] = record.pop("checkpoint")
-        write_json(record, tmp / "current.json")
-
-
-def current_record(directory: Path) -> Path:
-    return directory / "model" / "current.json"
+        write_json({"scale": candidate.scale, "source_checkpoint": str(candidate.checkpoint), "model_identity": candidate.model_identity,
+                    "evaluation_fingerprint": candidate.evaluation_fingerprint, "means": candidate.means}, tmp / CURRENT_RECORD)
+        write_parquet(candidate.per_query, tmp / CURRENT_SCORES)
 
 
 def read_current(directory: Path) -> dict | None:
-    path = current_record(directory)
+    path = directory / "model" / CURRENT_RECORD
     return read_json(path) if path.exists() else None
+
+
+def stored_current_scores(directory: Path) -> pd.DataFrame:
+    return pd.read_parquet(directory / "model" / CURRENT_SCORES)

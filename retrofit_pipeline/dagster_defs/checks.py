@@ -3,10 +3,13 @@
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
-from ..comparison import IN_DOMAIN, OUT_OF_DOMAIN
-from ..mixing import evaluation_leakage
+from ..comparison import IN_DOMAIN, scope_means
+from ..embedding_store import model_identity
 from ..indexing import load_index
-from .assets.data import read_evaluation, scored_evaluation
+from ..mixing import evaluation_leakage
+from ..promotion import forgetting_problems, in_domain_problems
+from .assets.scores import index_problem
+from .evaluation_plan import evaluation_plan, read_evaluation
 from .experiment import Experiment
 from .resources import RetrofitSettings
 
@@ -21,82 +24,97 @@ def build(exp: Experiment) -> list:
     @asset_check(asset=exp.key("training_mixture"), blocking=True, required_resource_keys={exp.resource_key},
                  description="No training query or positive is an evaluation query or a passage judged relevant for one, "
                              "exactly after normalization or as a MinHash near-duplicate (the cleaning's own definition), "
-                             "and no row comes from a held-out domain.")
+                             "and no row comes from a held-out domain or is of a held-out task type.")
     def no_train_eval_overlap(context: AssetCheckExecutionContext) -> AssetCheckResult:
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
         mixture = pd.read_parquet(paths.mixture(context.partition_key))
         exact, near = evaluation_leakage(mixture, read_evaluation(settings), config.mixture.near_duplicate_threshold, config.mixture.seed)
         held_out = mixture["domain"].isin(config.evaluation.held_out_domains).to_numpy()
-        leaked = mixture[exact | near | held_out]
+        held_out_task = mixture["task_type"].isin(config.evaluation.held_out_tasks).to_numpy()
+        leaked = mixture[exact | near | held_out | held_out_task]
         return AssetCheckResult(passed=leaked.empty, metadata={
             "overlapping_rows_exact": int(exact.sum()), "overlapping_rows_near": int(near.sum()),
-            "rows_from_held_out_domains": int(held_out.sum()), "examples": leaked["pair_id"].head(5).tolist(),
+            "rows_from_held_out_domains": int(held_out.sum()), "rows_of_held_out_tasks": int(held_out_task.sum()),
+            "examples": leaked["pair_id"].head(5).tolist(),
         })
 
     @asset_check(asset=exp.key("hard_negatives"), blocking=True, required_resource_keys={exp.resource_key},
-                 description="No mined negative is a positive of the same query (its own or another row's of its query_id).")
+                 description="No mined negative is a correct passage of the row: its positive, another positive of its query "
+                             "(same query_id) or a passage of the positive's document in any language (same identity: a translation).")
     def negatives_differ_from_positive(context: AssetCheckExecutionContext) -> AssetCheckResult:
         settings = exp.settings(context)
         frame = pd.read_parquet(settings.paths().negatives(context.partition_key))
         own = sum(positive in set(negatives) for positive, negatives in zip(frame["positive"], frame["negatives"]))
-        same_query = sum(bool(set(others) & set(negatives)) for others, negatives in zip(frame["other_positives"], frame["negatives"]))
-        return AssetCheckResult(passed=own == 0 and same_query == 0, metadata={
-            "rows_with_positive_as_negative": int(own), "rows_with_same_query_positive_as_negative": int(same_query)})
+        correct = sum(bool(set(others) & set(negatives)) for others, negatives in zip(frame["other_positives"], frame["negatives"]))
+        return AssetCheckResult(passed=own == 0 and correct == 0, metadata={
+            "rows_with_positive_as_negative": int(own), "rows_with_same_query_or_document_passage_as_negative": int(correct)})
 
-    @asset_check(asset=exp.key("faiss_index"), required_resource_keys={exp.resource_key},
-                 description="The index holds exactly one vector per evaluation document.")
+    @asset_check(asset=exp.key("faiss_index"), blocking=True, required_resource_keys={exp.resource_key},
+                 description="The index belongs to the partition's checkpoint as it is now (content identity) and to the "
+                             "evaluation set as it is now (fingerprint), and holds exactly one vector per evaluation document.")
     def index_covers_corpus(context: AssetCheckExecutionContext) -> AssetCheckResult:
         settings = exp.settings(context)
-        index, doc_ids, _ = load_index(settings.paths().index(context.partition_key))
-        corpus = scored_evaluation(settings).corpus
-        passed = index.ntotal == len(corpus) and doc_ids == corpus["doc_id"].tolist()
-        return AssetCheckResult(passed=passed, metadata={"vectors": int(index.ntotal), "documents": len(corpus)})
+        paths = settings.paths()
+        plan = evaluation_plan(settings)
+        index_dir = paths.index(context.partition_key)
+        problem = index_problem(index_dir, model_identity(paths.checkpoint(context.partition_key)), plan.fingerprint)
+        index, doc_ids, _ = load_index(index_dir)
+        corpus = plan.scored.corpus
+        covers = index.ntotal == len(corpus) and doc_ids == corpus["doc_id"].tolist()
+        return AssetCheckResult(passed=problem is None and covers, metadata={
+            "vectors": int(index.ntotal), "documents": len(corpus), "belongs_to_checkpoint_and_evaluation": problem or "yes"})
 
     @asset_check(asset=exp.key("retrieval_scores"), required_resource_keys={exp.resource_key},
-                 description="nDCG@10 and recall@100 are present and in [0, 1] for every evaluation subset "
-                             "(domain and language) and every configured evaluation language.")
+                 description="Every scope and subset of the evaluation plan has a score, every configured evaluation "
+                             "language is scored, and every score is in [0, 1].")
     def scores_for_every_language(context: AssetCheckExecutionContext) -> AssetCheckResult:
         settings = exp.settings(context)
         config = settings.pipeline()
         scores = pd.read_parquet(settings.paths().scores(context.partition_key) / "scores.parquet")
-        queries = read_evaluation(settings).queries
-        expected = set(zip(queries["domain"], queries["language"]))
-        missing = sorted(f"{d}.{lang}" for d, lang in expected - set(zip(scores["domain"], scores["language"])))
+        plan = evaluation_plan(settings)
+        expected = {(s.scope, s.domain, s.language) for s in plan.subsets}
+        missing = sorted("/".join(key) for key in expected - set(zip(scores["scope"], scores["domain"], scores["language"])))
         missing += sorted(f"*.{lang}" for lang in set(config.evaluation.languages or []) - set(scores["language"]))
-        in_range = bool(scores[["ndcg_at_10", "recall_at_100"]].apply(lambda c: c.between(0, 1)).all().all())
-        return AssetCheckResult(passed=not missing and in_range, metadata={"missing_subsets": missing, "values_in_range": in_range})
+        in_range = bool(scores["main_score"].between(0, 1).all())
+        return AssetCheckResult(passed=not missing and in_range, metadata={
+            "missing_subsets": missing, "values_in_range": in_range, "scored_languages": int(scores["language"].nunique())})
 
     @asset_check(asset=exp.key("retrieval_scores"), required_resource_keys={exp.resource_key},
-                 description="In-domain, the retrofitted model is not below the base model (mean nDCG@10); "
-                             "subsets that regress are listed.")
-    def retrofitted_not_below_base(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        return _scope_check(_comparison(exp.settings(context), context.partition_key), IN_DOMAIN)
-
-    @asset_check(asset=exp.key("retrieval_scores"), required_resource_keys={exp.resource_key},
-                 description="Forgetting: out-of-domain (domains the training never saw), the retrofitted "
-                             "model is not below the base model (mean nDCG@10).")
-    def no_forgetting_out_of_domain(context: AssetCheckExecutionContext) -> AssetCheckResult:
+                 description="In-domain, the retrofitted model beats the base model: the paired bootstrap 95 % interval "
+                             "of the mean gain lies above zero. Subsets that regress are listed.")
+    def retrofitted_beats_base_in_domain(context: AssetCheckExecutionContext) -> AssetCheckResult:
         comparison = _comparison(exp.settings(context), context.partition_key)
-        if OUT_OF_DOMAIN not in set(comparison["scope"]):
-            return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN,
-                                    metadata={"note": "no out-of-domain evaluation: set evaluation.held_out_domains to measure forgetting"})
-        return _scope_check(comparison, OUT_OF_DOMAIN)
+        means = scope_means(comparison)
+        problems = in_domain_problems(means)
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR, metadata={
+            **_scope_metadata(comparison, IN_DOMAIN), "problems": problems})
 
+    @asset_check(asset=exp.key("retrieval_scores"), blocking=True, required_resource_keys={exp.resource_key},
+                 description="Forgetting: on every scope besides in-domain (held-out task, out-of-domain, pooled, "
+                             "cross-lingual, bitext), the retrofitted model's mean is not below the base model's by more than "
+                             "evaluation.forgetting_tolerance; an evaluation with no such scope fails (nothing measures forgetting).")
+    def no_forgetting(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        settings = exp.settings(context)
+        comparison = _comparison(settings, context.partition_key)
+        means = scope_means(comparison)
+        problems = forgetting_problems(means, settings.pipeline().evaluation.forgetting_tolerance)
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR, metadata={
+            "problems": problems,
+            **{f"gain/{scope}": float(values["gain"]) for scope, values in means.items() if scope != IN_DOMAIN},
+            **{f"gain_95ci/{scope}": f"[{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]" for scope, values in means.items() if scope != IN_DOMAIN},
+        })
 
     return [no_train_eval_overlap, negatives_differ_from_positive, index_covers_corpus, scores_for_every_language,
-            retrofitted_not_below_base, no_forgetting_out_of_domain]
+            retrofitted_beats_base_in_domain, no_forgetting]
 
 
-def _scope_check(comparison: pd.DataFrame, scope: str) -> AssetCheckResult:
+def _scope_metadata(comparison: pd.DataFrame, scope: str) -> dict:
     rows = comparison[comparison["scope"] == scope]
+    if rows.empty:
+        return {}
     mean = rows[rows["domain"] == "mean"].iloc[0]
     subsets = rows[rows["domain"] != "mean"]
-    regressed = {f"{r.domain}.{r.language}": round(float(r.gain), 4) for r in subsets.itertuples() if r.gain < 0}
-    passed = bool(mean["retrofitted"] >= mean["base"])
-    return AssetCheckResult(
-        passed=passed,
-        severity=AssetCheckSeverity.ERROR if not passed else AssetCheckSeverity.WARN,
-        metadata={"mean_gain": float(mean["gain"]), "gain_95ci": f"[{mean['ci_low']:+.4f}, {mean['ci_high']:+.4f}]",
-                  "base": float(mean["base"]), "retrofitted": float(mean["retrofitted"]), "regressed_subsets": regressed},
-    )
+    return {"mean_gain": float(mean["gain"]), "gain_95ci": f"[{mean['ci_low']:+.4f}, {mean['ci_high']:+.4f}]",
+            "base": float(mean["base"]), "retrofitted": float(mean["retrofitted"]),
+            "regressed_subsets": {f"{r.domain}.{r.language}": round(float(r.gain), 4) for r in subsets.itertuples() if r.gain < 0}}

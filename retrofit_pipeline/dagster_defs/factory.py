@@ -6,7 +6,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from . import automation, checks
-from .assets import checkpoint, data, experiments, index, negatives, official, scores
+from .assets import checkpoint, data, experiments, index, negatives, official, scores, synthetic
 from .experiment import Experiment, check_distinct
 
 
@@ -14,7 +14,7 @@ def experiment_definitions(exp: Experiment) -> Definitions:
     """Everything of one experiment, under its key prefix, group, job and resource names."""
     jobs, schedules, sensors = automation.build(exp)
     return Definitions(
-        assets=[*data.build(exp), *negatives.build(exp), *checkpoint.build(exp), *index.build(exp), *scores.build(exp),
+        assets=[*data.build(exp), *synthetic.build(exp), *negatives.build(exp), *checkpoint.build(exp), *index.build(exp), *scores.build(exp),
                 *official.build(exp)],
         asset_checks=checks.build(exp),
         jobs=jobs,

@@ -18,24 +18,40 @@ from ..config import PipelineConfig, load_config
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
+# The one scoring path (evaluation plan, scopes, mteb tasks, the embedding store) every scoring asset runs.
+_SCORING = ("evaluation.py", "evaluation_scopes.py", "scoring.py", "scoring_encoder.py", "embedding_store.py", "encoder.py",
+            "dagster_defs/evaluation_plan.py")
+
+# What the dev split (the merge step's model selection) is made of.
+_DEV_SPLIT = ("evaluation.held_out_domains", "evaluation.held_out_tasks", "evaluation.pivot_language", "evaluation.scopes",
+              "evaluation.dev_fraction", "evaluation.dev_max_queries_per_language", "evaluation.dev_max_corpus_per_language",
+              "evaluation.max_length", "evaluation.precision")
+
 # asset -> (source files under retrofit_pipeline/ it is computed by, preset keys it reads)
 ASSET_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "raw_corpora": (("sources", "schema.py", "dagster_defs/assets/data.py"),
                     ("raw_sources", "incoming_dir", "evaluation.sources", "evaluation.languages", "evaluation.domains")),
-    "training_pool": (("mixing.py", "dedup.py"), ("mixture.near_duplicate_threshold", "mixture.seed", "evaluation.held_out_domains")),
+    "training_pool": (("mixing.py", "dedup.py"),
+                      ("mixture.near_duplicate_threshold", "mixture.seed", "evaluation.held_out_domains", "evaluation.held_out_tasks")),
+    # Built only when the preset enables it (synthetic.enabled); the prompts' content is in every cache key.
+    "synthetic_queries": (("synthetic", "sources/documents.py", "encoder.py", "dagster_defs/assets/synthetic.py"),
+                          ("synthetic", "raw_sources", "base_model", "encode_batch_size", "evaluation.held_out_domains",
+                           "training.query_prefix", "training.passage_prefix", "training.max_query_length", "training.max_passage_length")),
     "training_mixture": (("mixing.py",), ("mixture", "data_scales")),
     "hard_negatives": (("mining.py", "encoder.py", "indexing.py", "dagster_defs/assets/negatives.py"),
                        ("negatives", "base_model", "encode_batch_size", "training.query_prefix", "training.passage_prefix",
                         "training.max_query_length", "training.max_passage_length", "training.trust_remote_code")),
-    "encoder_checkpoint": (("training.py", "encoder.py", "model_card.py", "distributed_training.py", "dagster_defs/assets/checkpoint.py"),
-                           ("training", "base_model")),
-    "faiss_index": (("indexing.py", "encoder.py", "evaluation.py", "dagster_defs/assets/index.py"),
-                    ("index_factory", "encode_batch_size", "evaluation.max_queries_per_language", "evaluation.max_corpus_per_language")),
-    "base_model_scores": (("evaluation.py", "encoder.py", "dagster_defs/assets/scores.py"),
-                          ("base_model", "evaluation", "training.query_prefix", "training.passage_prefix", "training.max_passage_length")),
-    "retrieval_scores": (("evaluation.py", "comparison.py", "encoder.py", "dagster_defs/assets/scores.py"), ("evaluation",)),
+    # The merge step scores alphas on the dev split, so the checkpoint also reads the evaluation plan.
+    "encoder_checkpoint": (("training.py", "encoder.py", "model_card.py", "distributed_training.py", "merging.py", *_SCORING,
+                            "dagster_defs/assets/checkpoint.py"),
+                           ("training", "base_model", "merge", *_DEV_SPLIT)),
+    "faiss_index": (("indexing.py", *_SCORING, "dagster_defs/assets/index.py"), ("index_factory", "evaluation")),
+    "base_model_scores": ((*_SCORING, "dagster_defs/assets/scores.py"),
+                          ("base_model", "evaluation", "training.query_prefix", "training.passage_prefix")),
+    "retrieval_scores": ((*_SCORING, "comparison.py", "dagster_defs/assets/scores.py"), ("evaluation",)),
     "data_scale_report": (("reporting.py", "dagster_defs/assets/scores.py"), ("evaluation.plateau_epsilon", "data_scales")),
-    "promoted_checkpoint": (("promotion.py", "dagster_defs/assets/scores.py"), ("evaluation", "mixture.near_duplicate_threshold")),
+    "promoted_checkpoint": (("promotion.py", "comparison.py", *_SCORING, "dagster_defs/assets/scores.py"),
+                            ("evaluation", "mixture.near_duplicate_threshold")),
     "official_mteb_scores": (("official_benchmarks.py", "dagster_defs/assets/official.py"),
                              ("evaluation.mteb_tasks", "evaluation.mteb_benchmark", "evaluation.mteb_languages",
                               "evaluation.mteb_retrieval_only", "evaluation.mteb_dataset_overrides", "base_model")),

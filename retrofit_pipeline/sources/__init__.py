@@ -13,7 +13,7 @@ from ..schema import MAX_REPORTED_PROBLEMS, DataValidationError, EvaluationSet, 
 from . import huggingface
 
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
-SOURCE_KINDS = ("debian_manpages", "debian_docs", "gettext_catalogs", "wikipedia_summaries", "hf_pairs", "hf_tydi", "hf_parallel", "hf_retrieval", "local_pairs")
+SOURCE_KINDS = ("debian_manpages", "debian_docs", "gettext_catalogs", "wikipedia_summaries", "hf_pairs", "hf_tydi", "hf_parallel", "hf_retrieval", "local_pairs", "documents")
 
 
 def _field_holding_bad_bytes(line: bytes) -> str:
@@ -136,6 +136,10 @@ def _load_source_kind(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, Evalua
     if kind == "hf_retrieval":
         retrieval = huggingface.load_hf_retrieval(spec)
         return huggingface.retrieval_to_pairs(retrieval, spec.get("source", "hf_retrieval")), None, {}
+    if kind == "documents":
+        from .documents import build_documents_source
+
+        return build_documents_source(spec, cache_dir)
     if kind == "local_pairs":
         return read_local_pairs(Path(spec["path"]), spec.get("source"), spec.get("task_type", "question_answering")), None, {}
     raise ValueError(f"raw source kind {kind!r} is not known; use one of {', '.join(SOURCE_KINDS)}")
@@ -184,6 +188,8 @@ def load_raw_sources(
     if not frames:
         raise ValueError("no raw sources configured (raw_sources is empty)")
     pairs = validate_pairs(pd.concat(frames, ignore_index=True), "raw sources (combined)")
+    if "identity" not in pairs.columns:  # no source names documents: every row is its own
+        pairs["identity"] = None
     if evaluation_specs:
         held_out = [huggingface.load_hf_retrieval(spec) for spec in evaluation_specs]
     if not held_out:

@@ -8,23 +8,9 @@ from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeRe
 
 from ...artifact_io import write_json, write_parquet
 from ...mixing import clean_pool, mixture_summary, sample_mixture
-from ...schema import EvaluationSet
-from ...evaluation import sample_evaluation
 from ...sources import load_raw_sources, restrict_evaluation
+from ..evaluation_plan import read_evaluation
 from ..experiment import Experiment
-from ..resources import RetrofitSettings
-
-
-def read_evaluation(settings: RetrofitSettings) -> EvaluationSet:
-    directory = settings.paths().evaluation
-    return EvaluationSet(*(pd.read_parquet(directory / f"{part}.parquet") for part in ("corpus", "queries", "qrels")))
-
-
-def scored_evaluation(settings: RetrofitSettings) -> EvaluationSet:
-    """The evaluation set every model of the experiment is scored (and indexed) on: queries and,
-    when configured, corpus sampled by seed from evaluation_set."""
-    config = settings.pipeline()
-    return sample_evaluation(read_evaluation(settings), config.evaluation.max_queries_per_language, config.evaluation.max_corpus_per_language)
 
 
 def content_hash(*frames: pd.DataFrame) -> str:
@@ -84,17 +70,23 @@ def build(exp: Experiment) -> list:
             "path": MetadataValue.path(str(paths.evaluation)),
         })
 
-    @asset(key_prefix=exp.prefix, group_name=exp.group("data"), kinds={"pandas", "parquet"}, deps=exp.keys("raw_corpora", "evaluation_set"),
+    @asset(key_prefix=exp.prefix, group_name=exp.group("data"), kinds={"pandas", "parquet"},  # + the LLM's pairs, when configured
+           deps=exp.keys("raw_corpora", "evaluation_set") + (exp.keys("synthetic_queries") if exp.config.synthetic.enabled else []),
            code_version=exp.code_version("training_pool"), required_resource_keys={exp.resource_key})
     def training_pool(context: AssetExecutionContext) -> MaterializeResult:
-        """Every raw pair training may use: the held-out (out-of-domain) domains removed, exact and
+        """Every raw pair training may use: the held-out (out-of-domain) domains and task types removed, exact and
         near-duplicates removed, and every pair that leaks an evaluation query or a passage judged
         relevant for one removed. Computed once per raw-data version; every data scale samples from it."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
         started = time.perf_counter()
-        cleaned, report = clean_pool(pd.read_parquet(paths.raw_pairs), read_evaluation(settings), config.mixture.near_duplicate_threshold,
-                                     config.mixture.seed, config.evaluation.held_out_domains)
+        raw, synthetic_rows = pd.read_parquet(paths.raw_pairs), 0
+        if config.synthetic.enabled:
+            from ...synthetic.engine import with_synthetic_pairs
+
+            raw, synthetic_rows = with_synthetic_pairs(raw, paths.synthetic_pairs)
+        cleaned, report = clean_pool(raw, read_evaluation(settings), config.mixture.near_duplicate_threshold,
+                                     config.mixture.seed, config.evaluation.held_out_domains, config.evaluation.held_out_tasks)
         write_parquet(cleaned, paths.training_pool)
         write_json(report.as_dict(), paths.training_pool.with_suffix(".cleaning.json"))
         context.log.info(f"cleaning: {report.as_dict()}")
@@ -104,10 +96,13 @@ def build(exp: Experiment) -> list:
             "rows_by_domain": MetadataValue.json(cleaned.groupby("domain").size().to_dict()),
             "rows_by_language_and_task": MetadataValue.md(_counts_table(cleaned, "language", "task_type")),
             "dropped_held_out_domain": report.held_out_domain_rows,
+            "dropped_held_out_task": report.held_out_task_rows,
             "dropped_exact_duplicates": report.exact_duplicates,
             "dropped_near_duplicates": report.near_duplicates,
             "dropped_eval_overlap_exact": report.eval_overlap_exact,
             "dropped_eval_overlap_near": report.eval_overlap_near,
+            **({"synthetic_pairs_in": synthetic_rows, "synthetic_pairs_kept": int((cleaned["source"] == "synthetic-queries").sum())}
+               if config.synthetic.enabled else {}),
             "seconds": round(time.perf_counter() - started, 1),
             "path": MetadataValue.path(str(paths.training_pool)),
         })

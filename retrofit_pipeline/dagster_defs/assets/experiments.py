@@ -8,12 +8,11 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, MaterializeResult, MetadataValue, asset
 
 from ...artifact_io import atomic_path, write_json, write_text
-from ...comparison import IN_DOMAIN, OUT_OF_DOMAIN
+from ...evaluation_scopes import SCOPES
 from ...reporting import data_scale_plot_png, png_markdown
 from ..experiment import Experiment
 from ..versions import experiments_code_version
 
-SCOPES = (IN_DOMAIN, OUT_OF_DOMAIN)
 _INTERVAL = re.compile(r"\[\s*([+-]?[\d.]+),\s*([+-]?[\d.]+)\s*\]")
 
 
@@ -29,15 +28,15 @@ def latest_scores(instance, key: AssetKey, scales: list[str]) -> dict[str, objec
 
 
 def curve_rows(experiment: str, data_scales: dict[str, int], records: dict[str, object]) -> list[dict]:
-    """One row per scale and scope from retrieval_scores' metadata (mean_ndcg_at_10/<scope>,
-    gain/<scope>, gain_95ci/<scope>), in the columns reporting.data_scale_plot_png draws."""
+    """One row per scale and scope from retrieval_scores' metadata (mean/<scope>, gain/<scope>,
+    gain_95ci/<scope>), in the columns reporting.data_scale_plot_png draws."""
     rows = []
     for scale, record in records.items():
         metadata = {name: value.value for name, value in record.asset_materialization.metadata.items()}
         for scope in SCOPES:
-            if f"mean_ndcg_at_10/{scope}" not in metadata:
+            if f"mean/{scope}" not in metadata:
                 continue
-            retrofitted, gain = float(metadata[f"mean_ndcg_at_10/{scope}"]), float(metadata[f"gain/{scope}"])
+            retrofitted, gain = float(metadata[f"mean/{scope}"]), float(metadata[f"gain/{scope}"])
             interval = _INTERVAL.fullmatch(str(metadata.get(f"gain_95ci/{scope}", "")).strip())
             ci_low, ci_high = (float(interval[1]), float(interval[2])) if interval else (float("nan"), float("nan"))
             rows.append({"experiment": experiment, "scale": scale, "scale_rows": data_scales[scale], "scope": scope,
@@ -47,17 +46,17 @@ def curve_rows(experiment: str, data_scales: dict[str, int], records: dict[str, 
 
 
 def side_by_side_table(curve: pd.DataFrame, missing: list[str]) -> str:
-    """A row per experiment and data scale: in-domain and out-of-domain nDCG@10, gain and its interval."""
+    """A row per experiment and data scale: per scope the mean score, the base's, and the gain with its interval."""
     rows = []
     for (experiment, scale), group in curve.groupby(["experiment", "scale"], sort=False):
         row = {"experiment": experiment, "data scale": scale, "pairs": int(group["scale_rows"].iloc[0])}
         for scope in SCOPES:
             values = group[group["scope"] == scope]
             if values.empty:
-                row.update({f"{scope} nDCG@10": "–", f"{scope} base": "–", f"{scope} gain [95% CI]": "–"})
+                row.update({f"{scope}": "–", f"{scope} base": "–", f"{scope} gain [95% CI]": "–"})
                 continue
             v = values.iloc[0]
-            row.update({f"{scope} nDCG@10": f"{v.retrofitted:.4f}", f"{scope} base": f"{v.base:.4f}",
+            row.update({f"{scope}": f"{v.retrofitted:.4f}", f"{scope} base": f"{v.base:.4f}",
                         f"{scope} gain [95% CI]": f"{v.gain:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}]"})
         row["run"] = str(group["run_id"].iloc[0])[:8]
         rows.append(row)
@@ -75,7 +74,7 @@ def build(experiments: list[Experiment]):
            required_resource_keys={exp.resource_key for exp in experiments})
     def experiments_report(context: AssetExecutionContext) -> MaterializeResult:
         """Every experiment of the definitions side by side (the paper's ablations): per experiment
-        and data scale, the in-domain and out-of-domain mean nDCG@10, the gain over the base model
+        and data scale, every scope's mean score (nDCG@10; F1 for bitext), the gain over the base model
         and its paired bootstrap interval, taken from the latest materialization of each
         experiment's retrieval_scores in this Dagster instance, and each experiment's data-scale
         curve as a plot. Experiments with no scores yet are listed as such; the report does not fail."""

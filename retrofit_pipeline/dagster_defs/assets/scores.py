@@ -7,67 +7,69 @@ import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ...artifact_io import atomic_path, read_json, write_json, write_parquet, write_text
-from ...comparison import OUT_OF_DOMAIN, IN_DOMAIN, comparison_markdown, paired_comparison, scope_means, scores_markdown
-from ...encoder import encode_texts, load_encoder, serve_cached_embeddings
-from ...evaluation import evaluate_model, evaluation_fingerprint, ndcg_from_rankings, subset_name
-from ...indexing import load_embeddings, load_index
+from ...comparison import comparison_markdown, paired_comparison, scope_means, scores_markdown
+from ...embedding_store import model_identity
+from ...evaluation import ndcg_from_rankings
+from ...evaluation_scopes import IN_DOMAIN, scored_languages
+from ...indexing import load_index
 from ...mixing import evaluation_leakage
 from ...model_card import replace_scores_section
-from ...promotion import Candidate, decide, promote, read_current
+from ...promotion import Candidate, decide, promote, read_current, stored_current_scores
 from ...reporting import data_scale_plot_png, data_scale_table, plateau_scale, png_markdown
+from ...scoring import check_comparable, model_folder, read_scores, score_encoder, score_model_dir, scoring_encoder
+from ...scoring_encoder import ScoringEncoder
+from ..evaluation_plan import evaluation_plan, training_prompts
 from ..experiment import Experiment
 from ..pools import ACCELERATOR_POOL
-from .data import scored_evaluation
 
 
 def _score_metadata(scores: pd.DataFrame) -> dict:
-    return {f"ndcg_at_10/{row.domain}/{row.language}": MetadataValue.float(float(row.ndcg_at_10)) for row in scores.itertuples()}
+    return {f"score/{row.scope}/{row.domain}/{row.language}": MetadataValue.float(float(row.main_score)) for row in scores.itertuples()}
 
 
-def score_model(model, evaluation, results_dir, config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """mteb scores, per-query nDCG@10 and a summary (the evaluation set's fingerprint and the mean
-    per scope) of one model, all written under `results_dir`."""
-    scores, per_query = evaluate_model(model, evaluation, results_dir / "mteb", config.evaluation.batch_size)
-    held_out = set(config.evaluation.held_out_domains)
-    # Means over subsets of the per-query scores (unrounded, as the comparison computes them).
-    subset_means = per_query.groupby(["domain", "language"])["ndcg_at_10"].mean().reset_index()
-    scope = np.where(subset_means["domain"].isin(held_out), OUT_OF_DOMAIN, IN_DOMAIN)
-    summary = {
-        "evaluation_fingerprint": evaluation_fingerprint(evaluation),
-        "mean_ndcg_at_10": {name: float(group["ndcg_at_10"].mean()) for name, group in subset_means.groupby(scope)},
-    }
-    write_parquet(scores, results_dir / "scores.parquet")
-    write_parquet(per_query, results_dir / "per_query.parquet")
-    write_json(summary, results_dir / "summary.json")
-    return scores, per_query, summary
+def _scope_metadata(means: dict) -> dict:
+    metadata = {}
+    for scope, values in means.items():
+        metadata[f"mean/{scope}"] = MetadataValue.float(values["retrofitted"])
+        metadata[f"gain/{scope}"] = MetadataValue.float(values["gain"])
+        metadata[f"gain_95ci/{scope}"] = f"[{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]"
+    return metadata
 
 
-def faiss_ndcg_by_subset(embeddings: np.ndarray, evaluation, index_dir) -> dict[str, float]:
-    """nDCG@10 of the partition's FAISS index itself (`embeddings`: the queries embedded by the
-    checkpoint), per domain.language subset, searching only that subset's documents."""
+def index_problem(index_dir, identity: str, fingerprint: str) -> str | None:
+    """Why the FAISS index in `index_dir` does not belong to the model `identity` and the evaluation
+    `fingerprint` (so its vectors would be another model's or another corpus'), or None."""
+    info_path = index_dir / "info.json"
+    if not info_path.exists():
+        return f"{index_dir} has no index: materialize faiss_index"
+    info = read_json(info_path)
+    if info.get("model_identity") != identity:
+        return (f"the index in {index_dir} was built from a checkpoint with identity {info.get('model_identity')}, the checkpoint is now "
+                f"{identity} (retrained?): re-materialize faiss_index")
+    if info.get("evaluation_fingerprint") != fingerprint:
+        return (f"the index in {index_dir} was built on evaluation set {info.get('evaluation_fingerprint')}, the evaluation set is now "
+                f"{fingerprint}: re-materialize faiss_index")
+    return None
+
+
+def faiss_ndcg_by_subset(encoder: ScoringEncoder, subsets, index_dir) -> dict[str, float]:
+    """nDCG@10 of the partition's FAISS index itself on the in-domain subsets (queries embedded by
+    the same encoder), searching only each subset's documents: the index serves what was scored."""
     index, doc_ids, doc_subsets = load_index(index_dir)
-    queries = evaluation.queries
     doc_subsets = np.asarray(doc_subsets)
-    query_subsets = np.array([subset_name(d, lang) for d, lang in zip(queries["domain"], queries["language"])])
-    depth = min(index.ntotal, 1000)
-    scores, ids = index.search(embeddings, depth)
+    prompt = encoder.prompts.get("query", "")
     result = {}
-    for subset in sorted(set(query_subsets)):
+    for subset in subsets:
+        if subset.scope != IN_DOMAIN:
+            continue
+        embeddings = encoder.embed(subset.queries["text"].tolist(), prompt)
+        scores, ids = index.search(embeddings, min(index.ntotal, 1000))
         rankings = {}
-        for row in np.flatnonzero(query_subsets == subset):
-            keep = [(doc_ids[i], float(s)) for i, s in zip(ids[row], scores[row]) if i >= 0 and doc_subsets[i] == subset][:10]
-            rankings[queries["query_id"].iloc[row]] = dict(keep)
-        result[subset] = ndcg_from_rankings(rankings, evaluation.qrels)
+        for row, query_id in enumerate(subset.queries["query_id"]):
+            keep = [(doc_ids[i], float(s)) for i, s in zip(ids[row], scores[row]) if i >= 0 and doc_subsets[i] == subset.name][:10]
+            rankings[query_id] = dict(keep)
+        result[subset.name] = ndcg_from_rankings(rankings, subset.qrels)
     return result
-
-
-def read_base_scores(paths, fingerprint: str) -> pd.DataFrame:
-    """The base model's per-query scores, which must be on the same evaluation set."""
-    summary = read_json(paths.base_scores / "summary.json")
-    if summary["evaluation_fingerprint"] != fingerprint:
-        raise ValueError(f"base_model_scores were computed on another evaluation set (fingerprint {summary['evaluation_fingerprint']}, "
-                         f"now {fingerprint}): re-materialize base_model_scores first")
-    return pd.read_parquet(paths.base_scores / "per_query.parquet")
 
 
 def build(exp: Experiment) -> list:
@@ -76,21 +78,33 @@ def build(exp: Experiment) -> list:
     @asset(key_prefix=exp.prefix, group_name=exp.group("evaluation"), kinds={"mteb"}, deps=exp.keys("evaluation_set"),
            code_version=exp.code_version("base_model_scores"), pool=ACCELERATOR_POOL, required_resource_keys={exp.resource_key})
     def base_model_scores(context: AssetExecutionContext) -> MaterializeResult:
-        """The untrained base encoder on the held-out set, in-domain and out-of-domain: the start every
-        partition's gain is measured from."""
+        """The untrained base encoder on every scope (in-domain, held-out task, out-of-domain,
+        pooled, cross-lingual, bitext), per domain and language, and on the dev split: the start
+        every partition's gain is measured from. Scored as a user loads it, at its own length, with
+        the prompts the recipe trains with."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
-        model = load_encoder(config.base_model, device=config.training.device, max_length=config.training.max_passage_length,
-                             trust_remote_code=config.training.trust_remote_code,
-                             query_prefix=config.training.query_prefix, passage_prefix=config.training.passage_prefix)
+        plan = evaluation_plan(settings)
+        base_dir = model_folder(config.base_model)
+        prompts = training_prompts(config)
         started = time.perf_counter()
-        scores, _, summary = score_model(model, scored_evaluation(settings), paths.base_scores, config)
+        encoder = scoring_encoder(base_dir, paths.embeddings, config.evaluation, config.training.device,
+                                  config.training.trust_remote_code, prompts)
+        scores, _, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.base_scores, config.evaluation.batch_size)
+        if plan.dev_subsets:
+            score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, paths.base_scores / "dev", config.evaluation.batch_size)
+        context.log.info(f"{summary['texts_encoded']} texts encoded, {summary['texts_served_from_store']} served from the embedding store")
         return MaterializeResult(metadata={
             "model": config.base_model,
-            **{f"mean_ndcg_at_10/{scope}": MetadataValue.float(value) for scope, value in summary["mean_ndcg_at_10"].items()},
-            "scores": MetadataValue.md(scores_markdown(scores, config.evaluation.held_out_domains)),
+            "model_identity": summary["model_identity"],
+            "max_length": summary["max_length"],
+            **{f"mean/{scope}": MetadataValue.float(value) for scope, value in summary["mean_score"].items()},
+            "scopes": MetadataValue.md(plan.summary().to_markdown(index=False)),
+            "scored_languages": MetadataValue.json(scored_languages(plan.subsets)),
+            "scores": MetadataValue.md(scores_markdown(scores)),
             "evaluation_fingerprint": summary["evaluation_fingerprint"],
             **_score_metadata(scores),
+            "texts_encoded": summary["texts_encoded"],
             "seconds": round(time.perf_counter() - started, 1),
             "path": MetadataValue.path(str(paths.base_scores)),
         })
@@ -99,50 +113,50 @@ def build(exp: Experiment) -> list:
            deps=[*exp.keys("faiss_index"), base_model_scores, *exp.keys("encoder_checkpoint", "evaluation_set")],
            code_version=exp.code_version("retrieval_scores"), pool=ACCELERATOR_POOL, required_resource_keys={exp.resource_key})
     def retrieval_scores(context: AssetExecutionContext) -> MaterializeResult:
-        """nDCG@10 and recall@100 per domain and language through mteb for the partition's checkpoint,
-        next to the base model, with paired bootstrap intervals of every gain and of the in-domain and
-        out-of-domain means; also the nDCG@10 of the FAISS index, and the model card updated."""
+        """The partition's checkpoint on every scope through mteb, next to the base model, with
+        paired bootstrap intervals of every gain and of each scope's mean; the FAISS index's own
+        nDCG@10 in-domain (the index must be this checkpoint's, on this evaluation set); the model
+        card updated."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
         scale = context.partition_key
-        evaluation = scored_evaluation(settings)
-        model = load_encoder(str(paths.checkpoint(scale)), device=config.training.device, max_length=config.training.max_passage_length)
+        plan = evaluation_plan(settings)
+        checkpoint = str(paths.checkpoint(scale))
+        problem = index_problem(paths.index(scale), model_identity(checkpoint), plan.fingerprint)
+        if problem:
+            raise ValueError(problem)
         started = time.perf_counter()
-        queries = evaluation.queries["text"].tolist()
-        query_embeddings = encode_texts(model, queries, config.training.query_prefix, config.encode_batch_size,
-                                        config.training.max_query_length, description="encode evaluation queries")
-        # The index holds this checkpoint's embeddings of exactly this corpus, and the queries were just
-        # embedded for it: mteb is served both instead of encoding them again (other texts are encoded as usual).
-        reuse = serve_cached_embeddings(model, "document", evaluation.corpus["text"].tolist(), load_embeddings(paths.index(scale)),
-                                        config.training.passage_prefix)
-        serve_cached_embeddings(model, "query", queries, query_embeddings, config.training.query_prefix)
-        scores, per_query, summary = score_model(model, evaluation, paths.scores(scale), config)
-        context.log.info(f"corpus embeddings reused from the index: {reuse['served']}, encoded: {reuse['encoded']}")
-        faiss_scores = faiss_ndcg_by_subset(query_embeddings, evaluation, paths.index(scale))
-        scores["faiss_ndcg_at_10"] = [faiss_scores[subset_name(d, lang)] for d, lang in zip(scores["domain"], scores["language"])]
+        base_per_query, base_summary = read_scores(paths.base_scores, plan.fingerprint, "base_model_scores")
+        encoder = scoring_encoder(checkpoint, paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code)
+        scores, per_query, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.scores(scale), config.evaluation.batch_size)
+        check_comparable(base_summary, summary)
+        faiss_scores = faiss_ndcg_by_subset(encoder, plan.subsets, paths.index(scale))
+        scores["faiss_ndcg_at_10"] = [faiss_scores.get(f"{d}.{lang}") if scope == IN_DOMAIN else None
+                                      for scope, d, lang in zip(scores["scope"], scores["domain"], scores["language"])]
         write_parquet(scores, paths.scores(scale) / "scores.parquet")
-        comparison = paired_comparison(read_base_scores(paths, summary["evaluation_fingerprint"]), per_query, config.evaluation.held_out_domains)
+        comparison = paired_comparison(base_per_query, per_query)
         means = scope_means(comparison)
         write_parquet(comparison, paths.scores(scale) / "comparison.parquet")
         write_json({**summary, "comparison": means}, paths.scores(scale) / "summary.json")
         table = comparison_markdown(comparison)
-        write_text(table + "\n", paths.scores(scale) / "score_table.md")
+        overview = comparison_markdown(comparison, means_only=True)
+        write_text(overview + "\n\n" + table + "\n", paths.scores(scale) / "score_table.md")
         card_path = paths.checkpoint(scale) / "README.md"
         if card_path.exists():
-            write_text(replace_scores_section(card_path.read_text(encoding="utf-8"), table), card_path)
-        context.log.info("\n" + table)
-        scope_metadata = {}
-        for scope, values in means.items():
-            scope_metadata[f"mean_ndcg_at_10/{scope}"] = MetadataValue.float(values["retrofitted"])
-            scope_metadata[f"gain/{scope}"] = MetadataValue.float(values["gain"])
-            scope_metadata[f"gain_95ci/{scope}"] = f"[{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]"
+            write_text(replace_scores_section(card_path.read_text(encoding="utf-8"), overview + "\n\n" + table), card_path)
+        context.log.info("\n" + overview)
         return MaterializeResult(metadata={
-            **scope_metadata,
+            **_scope_metadata(means),
+            "scopes": MetadataValue.md(overview),
             "score_table": MetadataValue.md(table),
             "all_metrics": MetadataValue.md(scores.to_markdown(index=False, floatfmt=".4f")),
             **_score_metadata(scores),
+            "scored_languages": len(scored_languages(plan.subsets)),
             "evaluation_fingerprint": summary["evaluation_fingerprint"],
-            "corpus_embeddings_reused_from_index": reuse["served"],
+            "model_identity": summary["model_identity"],
+            "max_length": summary["max_length"],
+            "texts_served_from_store": summary["texts_served_from_store"],
+            "texts_encoded": summary["texts_encoded"],
             "seconds": round(time.perf_counter() - started, 1),
             "path": MetadataValue.path(str(paths.scores(scale))),
         })
@@ -150,8 +164,8 @@ def build(exp: Experiment) -> list:
     @asset(key_prefix=exp.prefix, group_name=exp.group("evaluation"), kinds={"matplotlib"}, deps=[retrieval_scores, base_model_scores],
            code_version=exp.code_version("data_scale_report"), required_resource_keys={exp.resource_key})
     def data_scale_report(context: AssetExecutionContext) -> MaterializeResult:
-        """The data-scale curve over every partition scored so far (a backfill fills it in): in-domain
-        and out-of-domain means with their intervals, per subset, and where the curve plateaus."""
+        """The data-scale curve over every partition scored so far (a backfill fills it in): each
+        scope's mean with its interval, per subset, and where the in-domain curve plateaus."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
         rows = []
@@ -186,39 +200,41 @@ def build(exp: Experiment) -> list:
            deps=[retrieval_scores, *exp.keys("encoder_checkpoint", "training_mixture", "evaluation_set")],
            code_version=exp.code_version("promoted_checkpoint"), required_resource_keys={exp.resource_key})
     def promoted_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
-        """The checkpoint to serve: the best scored one, promoted only if its training data does not
-        leak the evaluation set, it beats the base model in-domain without falling below it
-        out-of-domain, and it is not below the current one on the same evaluation set (the current
-        model is re-scored when the evaluation set changed)."""
+        """The checkpoint to serve (rules in promotion.py): clean, its in-domain gain over the base
+        above zero with 95 % confidence, no scope below the base (forgetting), no scope below the
+        current model beyond the promotion tolerance, and scored on these very weights."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
-        evaluation = scored_evaluation(settings)
-        fingerprint = evaluation_fingerprint(evaluation)
+        plan = evaluation_plan(settings)
         candidates = []
         for scale in config.data_scales:
             summary_file = paths.scores(scale) / "summary.json"
             if not (summary_file.exists() and paths.checkpoint(scale).exists() and paths.mixture(scale).exists()):
                 continue
             summary = read_json(summary_file)
-            if summary["evaluation_fingerprint"] != fingerprint or "comparison" not in summary:
+            if summary.get("evaluation_fingerprint") != plan.fingerprint or "comparison" not in summary:
                 context.log.warning(f"{scale}: scored on another evaluation set; re-materialize its retrieval_scores to make it a candidate")
                 continue
-            exact, near = evaluation_leakage(pd.read_parquet(paths.mixture(scale)), evaluation, config.mixture.near_duplicate_threshold,
+            identity = model_identity(paths.checkpoint(scale))
+            if summary.get("model_identity") != identity:
+                context.log.warning(f"{scale}: its scores are of other weights (identity {summary.get('model_identity')}, the checkpoint "
+                                    f"is now {identity}); re-materialize its faiss_index and retrieval_scores to make it a candidate")
+                continue
+            exact, near = evaluation_leakage(pd.read_parquet(paths.mixture(scale)), plan.scored, config.mixture.near_duplicate_threshold,
                                              config.mixture.seed)
-            means = summary["comparison"]
-            candidates.append(Candidate(
-                scale, paths.checkpoint(scale), means[IN_DOMAIN]["retrofitted"], int((exact | near).sum()), fingerprint,
-                means[IN_DOMAIN]["base"],
-                means[OUT_OF_DOMAIN]["retrofitted"] if OUT_OF_DOMAIN in means else None,
-                means[OUT_OF_DOMAIN]["base"] if OUT_OF_DOMAIN in means else None,
-            ))
+            candidates.append(Candidate(scale, paths.checkpoint(scale), identity, plan.fingerprint, summary["comparison"],
+                                        pd.read_parquet(paths.scores(scale) / "per_query.parquet"), int((exact | near).sum())))
 
-        def rescore_current() -> float:
-            model = load_encoder(str(paths.promoted / "model"), device=config.training.device, max_length=config.training.max_passage_length)
-            _, _, summary = score_model(model, evaluation, paths.promoted / "rescored", config)
-            return summary["mean_ndcg_at_10"][IN_DOMAIN]
+        def current_scores(fingerprint: str) -> pd.DataFrame:
+            if (read_current(paths.promoted) or {}).get("evaluation_fingerprint") == fingerprint:
+                return stored_current_scores(paths.promoted)
+            context.log.info("the current model was scored on another evaluation set: re-scoring it on this one")
+            _, per_query, _ = score_model_dir(str(paths.promoted / "model"), plan.subsets, plan.fingerprint, paths.promoted / "rescored",
+                                              paths.embeddings, config.evaluation, config.training.device)
+            return per_query
 
-        decision = decide(candidates, read_current(paths.promoted), rescore_current)
+        decision = decide(candidates, read_current(paths.promoted), current_scores, config.evaluation.forgetting_tolerance,
+                          config.evaluation.promotion_tolerance)
         if decision.promoted:
             promote(decision.candidate, paths.promoted)
         context.log.info(f"promotion: {'promoted' if decision.promoted else 'kept current'}: {decision.reason}")
@@ -227,10 +243,13 @@ def build(exp: Experiment) -> list:
             "promoted": decision.promoted,
             "reason": decision.reason,
             "current_scale": current["scale"] if current else "none",
-            "current_mean_ndcg_at_10": MetadataValue.float(float(current["mean_ndcg_at_10"])) if current else MetadataValue.float(float("nan")),
-            "candidates": MetadataValue.json([{"scale": c.scale, "in_domain": round(c.mean_ndcg_at_10, 4), "base": round(c.base_mean_ndcg_at_10, 4),
-                                               "out_of_domain": c.out_of_domain_ndcg_at_10, "leaked_rows": c.leaked_rows} for c in candidates]),
-            "evaluation_fingerprint": fingerprint,
+            "current_model_identity": current["model_identity"] if current else "none",
+            "candidates": MetadataValue.json([{"scale": c.scale, "model_identity": c.model_identity, "leaked_rows": c.leaked_rows,
+                                               **{scope: round(v["gain"], 4) for scope, v in c.means.items()}} for c in candidates]),
+            "against_current": MetadataValue.json(decision.against_current or {}),
+            "rules": (f"in-domain gain interval above zero; no other scope below the base by more than "
+                      f"{config.evaluation.forgetting_tolerance}; no scope below the current model by more than {config.evaluation.promotion_tolerance}"),
+            "evaluation_fingerprint": plan.fingerprint,
             "path": MetadataValue.path(str(paths.promoted)),
         })
 
