@@ -17,10 +17,13 @@ FORGETTING_CHECK_STEP = "_no_forgetting"  # the blocking gate: its failure still
 def _instance():
     from dagster import DagsterInstance
 
-    from .dagster_defs.pools import ensure_instance_config
+    from .dagster_defs.pools import ensure_instance_config, release_abandoned_runs
 
     ensure_instance_config(Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))))
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    for run_id in release_abandoned_runs(instance):
+        print(f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed", flush=True)
+    return instance
 
 
 def run(config_path: str | None, scales: list[str] | None, device: str, verbose: bool = False) -> int:
@@ -29,6 +32,7 @@ def run(config_path: str | None, scales: list[str] | None, device: str, verbose:
     # Imported after the config is chosen: the partitions are read from it.
     from .cli_output import quiet_terminal, run_logger
     from .config import load_config
+    from .dagster_defs.pools import owner_tags
     from .definitions import defs
     from .paths import ArtifactPaths
 
@@ -56,7 +60,7 @@ def run(config_path: str | None, scales: list[str] | None, device: str, verbose:
             print(f"== {job_name}, {label}", file=console, flush=True)
             result = defs.resolve_job_def(job_name).with_logger_defs(loggers).execute_in_process(
                 run_config={"loggers": {"console": {}}},  # a job's loggers start only when its run config names them
-                partition_key=scale, instance=instance, raise_on_error=False, resources=resources)
+                partition_key=scale, instance=instance, raise_on_error=False, resources=resources, tags=owner_tags())
             failed = {event.step_key for event in result.all_events if event.is_step_failure}
             if not result.success and failed and all(step.endswith(FORGETTING_CHECK_STEP) for step in failed):
                 forgetting.append(scale)

@@ -1,58 +1,99 @@
 """One GPU, shared safely: the heavy assets are in one concurrency pool whose limit the project's
 instance configuration sets to 1, so two data-scale partitions launched together (as a backfill
-launches them) train one after the other, never at the same time."""
+launches them) train one after the other, never at the same time; and a run killed while it
+holds the slot does not block every later run."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
 import yaml
-from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventRecordsFilter
 
-from retrofit_pipeline.dagster_defs.pools import ensure_instance_config
+from retrofit_pipeline.dagster_defs.pools import ACCELERATOR_POOL, ensure_instance_config, release_abandoned_runs
 
 MATERIALIZE = """
 import json, os
 from dagster import DagsterInstance, materialize
 from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
+from retrofit_pipeline.dagster_defs.pools import owner_tags
 from retrofit_pipeline.definitions import defs
 with DagsterInstance.get() as instance:
     for selection, partition in json.loads(os.environ["STEPS"]):
         assert materialize(list(defs.assets), selection=selection, partition_key=partition, instance=instance,
-                           resources={"settings": RetrofitSettings(device="cpu")}).success
+                           resources={"settings": RetrofitSettings(device="cpu")}, tags=owner_tags()).success
 """
 
 
-def test_two_partitions_launched_together_never_train_at_the_same_time(tmp_path):
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """An instance with the project's pool configuration and both partitions' training data."""
+    root = tmp_path_factory.mktemp("pool")
+    home = root / "home"
     ensure_instance_config(home)
-    preset = tmp_path / "pool.yaml"
-    preset.write_text(yaml.safe_dump({"extends": os.environ["RETROFIT_CONFIG"], "name": "pool", "artifacts_dir": str(tmp_path / "artifacts"),
+    preset = root / "pool.yaml"
+    preset.write_text(yaml.safe_dump({"extends": os.environ["RETROFIT_CONFIG"], "name": "pool", "artifacts_dir": str(root / "artifacts"),
                                       "training": {"epochs": 3}}))
     env = {**os.environ, "RETROFIT_CONFIG": str(preset), "DAGSTER_HOME": str(home)}
-
-    def launch(steps):
-        return subprocess.Popen([sys.executable, "-c", MATERIALIZE], env={**env, "STEPS": json.dumps(steps)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
     prepare = [[["raw_corpora", "evaluation_set", "training_pool"], None]] + [
         [["training_mixture", "hard_negatives"], scale] for scale in ("small", "large")]
-    assert launch(prepare).wait(timeout=600) == 0
-    backfill = [launch([[["encoder_checkpoint"], scale]]) for scale in ("small", "large")]
+    assert _launch(env, prepare).wait(timeout=600) == 0
+    return {"home": home, "env": env}
+
+
+def _launch(env, steps):
+    return subprocess.Popen([sys.executable, "-c", MATERIALIZE], env={**env, "STEPS": json.dumps(steps)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _instance_at(home):
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        return DagsterInstance.get()
+    finally:
+        if previous is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+
+
+def test_a_run_killed_holding_the_pool_slot_is_released_by_the_next_one(prepared):
+    instance = _instance_at(prepared["home"])
+    process = _launch(prepared["env"], [[["encoder_checkpoint"], "small"]])
+    deadline = time.monotonic() + 300
+    while not instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots and process.poll() is None:
+        assert time.monotonic() < deadline, "the training never claimed the pool slot"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    claimed = instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots
+    assert len(claimed) == 1  # what every later heavy step would wait for, forever
+
+    assert release_abandoned_runs(instance) == [claimed[0].run_id]
+    assert instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots == []
+    assert instance.get_run_by_id(claimed[0].run_id).status == DagsterRunStatus.FAILURE
+    assert release_abandoned_runs(instance) == []  # a live or finished run is never touched
+    assert _launch(prepared["env"], [[["encoder_checkpoint"], "small"]]).wait(timeout=600) == 0
+
+
+def test_two_partitions_launched_together_never_train_at_the_same_time(prepared):
+    home, env = prepared["home"], prepared["env"]
+    launched = time.time()  # the instance may hold earlier runs of this module's other test
+    backfill = [_launch(env, [[["encoder_checkpoint"], scale]]) for scale in ("small", "large")]
     for process in backfill:
         assert process.wait(timeout=900) == 0, process.stderr.read()[-3000:]
 
-    os.environ["DAGSTER_HOME"], previous = str(home), os.environ.get("DAGSTER_HOME")
-    try:
-        with DagsterInstance.get() as instance:
-            spans = []
-            for event_type in (DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS):
-                records = instance.get_event_records(EventRecordsFilter(event_type=event_type), limit=100)
-                spans.extend((r.event_log_entry.run_id, event_type, r.event_log_entry.timestamp)
-                             for r in records if r.event_log_entry.step_key == "encoder_checkpoint")
-    finally:
-        os.environ["DAGSTER_HOME"] = previous
+    with _instance_at(home) as instance:
+        spans = []
+        for event_type in (DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS):
+            records = instance.get_event_records(EventRecordsFilter(event_type=event_type), limit=100)
+            spans.extend((r.event_log_entry.run_id, event_type, r.event_log_entry.timestamp) for r in records
+                         if r.event_log_entry.step_key == "encoder_checkpoint" and r.event_log_entry.timestamp >= launched)
     runs = {}
     for run_id, event_type, timestamp in spans:
         runs.setdefault(run_id, {})[event_type] = timestamp

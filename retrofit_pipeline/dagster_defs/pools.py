@@ -7,9 +7,12 @@ default_limit: 1` with op granularity; a machine with N devices raises it in its
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 ACCELERATOR_POOL = "accelerator"
+HOST_TAG, PID_TAG = "retrofit/host", "retrofit/pid"
 
 INSTANCE_CONFIG = """\
 # Written by retrofit_pipeline (dagster_defs/pools.py); edit freely, it is not overwritten.
@@ -30,3 +33,40 @@ def ensure_instance_config(home: Path) -> Path:
     if not settings.exists():
         settings.write_text(INSTANCE_CONFIG)
     return settings
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs a job in-process (`retrofit run`, the sweep script), so a
+    later run can tell that it died."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def release_abandoned_runs(instance) -> list[str]:
+    """An in-process run whose process was killed (kill -9, out of memory, a lost terminal) stays
+    STARTED and keeps its pool slot, so every later heavy step would wait for it forever ("Step
+    blocked by limit for pool accelerator" in the debug log). Marks such runs of this host failed
+    and frees their slots; returns their ids. Runs without the owner tags (launched from the UI)
+    are left to Dagster's run monitoring."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    released = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING],
+                                            tags={HOST_TAG: socket.gethostname()})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"abandoned: its process {pid} on this host no longer exists; "
+                                                f"its {ACCELERATOR_POOL} pool slot was freed by a later run")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
