@@ -217,8 +217,20 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
     # One data-scale partition of the first partitioned asset, picked in the partition dialog.
     _open(browser, f"{dagster_dev}/assets/training_mixture")
     browser.find_element(By.XPATH, "//button[normalize-space()='Materialize…']").click()
-    browser.find_element(By.CSS_SELECTOR, "[class*='TagSelector_tagSelectorContainer']").click()
-    browser.find_element(By.XPATH, "//*[@role='menuitem'][.//span[normalize-space()='small']]").click()
+
+    def partition_item():
+        # The dialog reads the partitions before its selector opens; on a loaded machine a first
+        # click can land before that, so click again until the item shows.
+        items = browser.find_elements(By.XPATH, "//*[@role='menuitem'][.//span[normalize-space()='small']]")
+        if not items:
+            browser.find_element(By.CSS_SELECTOR, "[class*='TagSelector_tagSelectorContainer']").click()
+        return items[0] if items else None
+
+    browser.implicitly_wait(0)
+    try:
+        _wait_for(partition_item, 90, "the partition 'small' in the dialog's selector").click()
+    finally:
+        browser.implicitly_wait(10)
     browser.find_element(By.XPATH, "//*[normalize-space(text())='Launch runs to materialize training_mixture']").click()  # close the menu
     links_before = _run_links(browser)
     browser.find_element(By.XPATH, "//button[normalize-space()='Launch 1 run']").click()
