@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "default": ({}, "the shipped recipe"),
     # Levers against forgetting and language bias (issue 14), each changing one thing of the default:
     "merge": ({"merge": {"alphas": [0.0, 0.25, 0.5, 0.75]}}, "weight averaging with the base, alpha chosen on the dev split"),
-    "by_language": ({"training": {"batching": "by_language"}}, "batches of one query language (no language shortcut among negatives)"),
+    "random_batches": ({"training": {"batching": "random"}}, "batches drawn at random over languages (the default before 2026-12-04)"),
     "translation_positives": ({"training": {"translation_positives": 1}}, "a translation of each positive joins the batch as a positive"),
     "distill_1": ({"training": {"distill_weight": 1.0}}, "+ KL to the frozen base's in-batch distribution (weight 1)"),
     "lora_r16": ({"training": {"lora": {"r": 16, "alpha": 32}, "trainable_top_layers": None}}, "LoRA adapters (r 16) on every layer instead of the top 6"),
@@ -72,12 +72,16 @@ def write_preset(name: str, overrides: dict, directory: Path) -> Path:
 def run(preset: Path, selection: list[str], partition: str | None) -> None:
     from dagster import DagsterInstance, materialize
 
+    from retrofit_pipeline.dagster_defs.pools import owner_tags, release_abandoned_runs
     from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
     from retrofit_pipeline.definitions import defs
 
+    instance = DagsterInstance.get()
+    for run_id in release_abandoned_runs(instance):
+        print(f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed", flush=True)
     result = materialize(list(defs.assets) + list(defs.asset_checks), selection=selection, partition_key=partition,
-                         instance=DagsterInstance.get(), resources={"settings": RetrofitSettings(config_path=str(preset))},
-                         raise_on_error=False)
+                         instance=instance, resources={"settings": RetrofitSettings(config_path=str(preset))},
+                         raise_on_error=False, tags=owner_tags())
     failed_checks = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed})
     if failed_checks:
         print(f"   checks failed (recorded, the sweep goes on): {', '.join(failed_checks)}", flush=True)
