@@ -47,7 +47,7 @@ ASSET_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                            ("training", "base_model", "merge", *_DEV_SPLIT)),
     "faiss_index": (("indexing.py", *_SCORING, "dagster_defs/assets/index.py"), ("index_factory", "evaluation")),
     "base_model_scores": ((*_SCORING, "dagster_defs/assets/scores.py"),
-                          ("base_model", "evaluation", "training.query_prefix", "training.passage_prefix")),
+                          ("base_model", "evaluation", "training.query_prefix", "training.passage_prefix", "merge.alphas")),
     "retrieval_scores": ((*_SCORING, "comparison.py", "dagster_defs/assets/scores.py"), ("evaluation",)),
     "data_scale_report": (("reporting.py", "dagster_defs/assets/scores.py"), ("evaluation.plateau_epsilon", "data_scales")),
     "promoted_checkpoint": (("promotion.py", "comparison.py", *_SCORING, "dagster_defs/assets/scores.py"),

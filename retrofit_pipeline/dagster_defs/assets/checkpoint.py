@@ -75,6 +75,9 @@ def _merge_with_base(context: AssetExecutionContext, settings: RetrofitSettings,
     plan = evaluation_plan(settings)
     if not plan.dev_subsets:
         raise ValueError("merge.alphas needs dev queries: evaluation.dev_fraction selects none of this evaluation set")
+    if not (paths.base_scores / "dev" / "summary.json").exists():
+        raise ValueError(f"{paths.base_scores / 'dev'}: the base model's dev-split scores are missing (base_model_scores "
+                         "scores the dev split only when merge.alphas is set): re-materialize base_model_scores")
     base_per_query, _ = read_scores(paths.base_scores / "dev", plan.dev_fingerprint, "base_model_scores (dev split)")
     work = paths.training_work(scale) / "merge"
     trained = work / "trained"

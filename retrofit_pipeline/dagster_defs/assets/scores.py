@@ -79,9 +79,9 @@ def build(exp: Experiment) -> list:
            code_version=exp.code_version("base_model_scores"), pool=ACCELERATOR_POOL, required_resource_keys={exp.resource_key})
     def base_model_scores(context: AssetExecutionContext) -> MaterializeResult:
         """The untrained base encoder on every scope (in-domain, held-out task, out-of-domain,
-        pooled, cross-lingual, bitext), per domain and language, and on the dev split: the start
-        every partition's gain is measured from. Scored as a user loads it, at its own length, with
-        the prompts the recipe trains with."""
+        pooled, cross-lingual, bitext), per domain and language, and on the dev split when the merge
+        step needs it: the start every partition's gain is measured from. Scored as a user loads
+        it, at its own length, with the prompts the recipe trains with."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
         plan = evaluation_plan(settings)
@@ -91,7 +91,7 @@ def build(exp: Experiment) -> list:
         encoder = scoring_encoder(base_dir, paths.embeddings, config.evaluation, config.training.device,
                                   config.training.trust_remote_code, prompts)
         scores, _, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.base_scores, config.evaluation.batch_size)
-        if plan.dev_subsets:
+        if plan.dev_subsets and config.merge.alphas:  # only the merge step reads the dev split
             score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, paths.base_scores / "dev", config.evaluation.batch_size)
         context.log.info(f"{summary['texts_encoded']} texts encoded, {summary['texts_served_from_store']} served from the embedding store")
         return MaterializeResult(metadata={
