@@ -176,6 +176,8 @@ def main() -> None:
             share_data(default_root, root, scale, training_only, own_pool)
             if own_pool:
                 run(preset, ["training_pool"], None)
+            if "merge" in overrides:  # the base's dev-split scores, which only the merge step reads (embeddings come from the store)
+                run(preset, ["base_model_scores"], None)
         started = time.perf_counter()
         if (root / "scores" / scale / "comparison.parquet").exists() and not args.force:
             print(f"== {name} at {scale}: scored already (--force re-runs it)", flush=True)
