@@ -83,6 +83,16 @@ def autocast_for(device: str, precision: str):
     return nullcontext()
 
 
+def token_lengths(model: SentenceTransformer, texts: list[str], prefix: str, max_length: int) -> list[int]:
+    """Each text's length in tokens (truncated): batches are formed by it, since characters per
+    token differ several-fold between scripts and a corpus of many languages would pad badly."""
+    if not texts:
+        return []
+    encoded = model.tokenizer([prefix + text for text in texts], truncation=True, max_length=max_length,
+                              add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
 def tokenize(model: SentenceTransformer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     return model.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
@@ -107,15 +117,15 @@ def encode_texts(
     out: np.ndarray | None = None,
     description: str = "encode",
 ) -> np.ndarray:
-    """Normalized float32 embeddings, in input order. Texts are batched by length so that padding
-    wastes little work; `out` may be a memory-mapped array for pools larger than RAM. On a GPU the
+    """Normalized float32 embeddings, in input order. Texts are batched by token length so that
+    padding wastes little work; `out` may be a memory-mapped array for pools larger than RAM. On a GPU the
     next batch is tokenized on a second thread while the device runs the current one; on a CPU
     both would compete for the same cores (measured slower on 2 cores), so it stays sequential."""
     was_training = model.training
     model.eval()
     dim = model.get_embedding_dimension()
     result = out if out is not None else np.zeros((len(texts), dim), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort([-n for n in token_lengths(model, texts, prefix, max_length)], kind="stable")
     batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     device = str(model.device)
 

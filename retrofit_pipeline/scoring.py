@@ -97,6 +97,8 @@ def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: s
     summary.json under `results_dir`."""
     started = time.perf_counter()
     before = dict(encoder.counts)
+    encoder.embed_subsets(subsets)
+    prepared = encoder.counts["encoded"]
     scores, per_query = evaluate_subsets(encoder, subsets, Path(results_dir) / "mteb", batch_size)
     encoder.store.save()
     subset_means = per_query.groupby(["scope", "domain", "language"])["score"].mean().reset_index()
@@ -109,6 +111,7 @@ def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: s
         "mean_score": {scope: float(group["score"].mean()) for scope, group in subset_means.groupby("scope")},
         "texts_encoded": encoder.counts["encoded"] - before["encoded"],
         "texts_served_from_store": encoder.counts["served"] - before["served"],
+        "texts_encoded_during_mteb": encoder.counts["encoded"] - prepared,  # 0 unless mteb asked with another prompt
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_parquet(scores, Path(results_dir) / "scores.parquet")

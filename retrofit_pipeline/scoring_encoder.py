@@ -50,6 +50,21 @@ class ScoringEncoder(SentenceTransformerEncoderWrapper):
         texts = [text for batch in inputs for text in batch["text"]]
         return self.embed(texts, prompt or "")
 
+    def embed_subsets(self, subsets) -> None:
+        """Encodes every text `subsets` will ask for in one call per prompt before mteb runs, so
+        that batches are formed by token length over the whole evaluation (across languages)
+        rather than per subset; mteb's requests are then served from the store. Bitext mining
+        uses the query prompt on both sides, as `encode` does."""
+        queries, documents = [], []
+        for subset in subsets:
+            if subset.pairs is not None:
+                queries += subset.pairs["text"].tolist() + subset.pairs["target"].tolist()
+            else:
+                queries += subset.queries["text"].tolist()
+                documents += subset.corpus["text"].tolist()
+        self.embed(list(dict.fromkeys(queries)), self.prompts.get("query", ""))
+        self.embed(list(dict.fromkeys(documents)), self.prompts.get("document", ""))
+
     def embed(self, texts: list[str], prompt: str = "") -> np.ndarray:
         """Normalized embeddings of `texts` (each with `prompt` prepended), in order."""
         keys = [text_key(prompt, text) for text in texts]

@@ -18,7 +18,9 @@ if ! python -c "import torch" 2>/dev/null; then
   # 2.13.0 is the CPU wheel this project is tested with; pip takes it from a local wheelhouse where one is configured.
   quiet python -m pip install --quiet "torch==2.13.0" || quiet python -m pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
-quiet python -m pip install --quiet -e ".[test]"
+# The test extras (browser driver, a local LLM server) by default; run_default.sh asks for none.
+EXTRAS=${RETROFIT_SETUP_EXTRAS-test}
+quiet python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
 # The default corpus is built from Debian's man-page packages; apt-get download needs package lists.
 if command -v apt-get >/dev/null && [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq; else echo "note: run 'sudo apt-get update' once so the default corpus can be downloaded"; fi

@@ -121,6 +121,9 @@ def test_retrieval_scores(full_chain, paths):
         ("held-out task", "synthetic", "de"), ("out-of-domain", "ood", "de"),
         ("pooled", "synthetic", "de"), ("pooled", "synthetic", "fr"), ("pooled", "synthetic", "ru"),
         ("cross-lingual", "synthetic", "fr"), ("cross-lingual", "synthetic", "ru"), ("bitext", "ui", "fr")]
+    # Every text mteb asks for was encoded beforehand, with the prompt mteb uses (one sorted pass, not per subset).
+    for summary_file in (paths.base_scores / "summary.json", paths.scores("small") / "summary.json"):
+        assert json.loads(summary_file.read_text())["texts_encoded_during_mteb"] == 0, summary_file
     # The per-query scores read from mteb's predictions average to mteb's own numbers (rounded to 5 decimals).
     per_query = pd.read_parquet(paths.scores("small") / "per_query.parquet")
     means = per_query.groupby(["scope", "domain", "language"], sort=False)["score"].mean()
