@@ -222,9 +222,11 @@ def test_materialize_first_asset_then_one_partition_from_the_ui(browser, dagster
         # The dialog reads the partitions before its selector opens; on a loaded machine a first
         # click can land before that, so click again until the item shows.
         items = browser.find_elements(By.XPATH, "//*[@role='menuitem'][.//span[normalize-space()='small']]")
-        if not items:
-            browser.find_element(By.CSS_SELECTOR, "[class*='TagSelector_tagSelectorContainer']").click()
-        return items[0] if items else None
+        if items:
+            return items[0]
+        for selector in browser.find_elements(By.CSS_SELECTOR, "[class*='TagSelector_tagSelectorContainer']"):
+            selector.click()  # the dialog may not have rendered its selector yet: the next round tries again
+        return None
 
     browser.implicitly_wait(0)
     try:
