@@ -37,7 +37,7 @@ MTEB_LANGUAGES = {
     "uk": "ukr-Cyrl", "vi": "vie-Latn", "xh": "xho-Latn", "yo": "yor-Latn", "zh": "zho-Hans", "zh-cn": "zho-Hans", "zh-tw": "zho-Hant",
 }
 REPORTED_METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "ndcg_at_1")  # official mteb tasks
-SCOPE_K_VALUES = (1, 3, 5, 10, 20)
+SCOPE_K_VALUES = (1, 10, 20)  # what SCOPE_METRICS need: each extra cutoff costs mteb a set of nAUC fits per subset
 SCOPE_METRICS = ("ndcg_at_10", "recall_at_20", "mrr_at_10", "ndcg_at_1")  # the project's scopes (ranked to depth 20)
 
 
@@ -51,6 +51,17 @@ def evaluation_fingerprint(evaluation: EvaluationSet, settings: dict | None = No
         digest.update(pd.util.hash_pandas_object(frame.sort_values(list(frame.columns)).reset_index(drop=True), index=False).values.tobytes())
     digest.update(json.dumps(settings or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+class _PredictionsKeptInMemory:
+    """mteb re-reads and rewrites a task's whole predictions file after every subset, so writing
+    costs grow with the square of the subsets (28 per scope here); the task keeps them in memory
+    instead and `evaluate_subsets` writes each task's file once, in mteb's format."""
+
+    kept_predictions: dict  # set per task class: hf_subset -> split -> predictions
+
+    def _save_task_predictions(self, predictions, model, prediction_folder, hf_split, hf_subset) -> None:
+        self.kept_predictions.setdefault(hf_subset, {})[hf_split] = predictions
 
 
 def _task_metadata(name: str, task_type: str, subsets: dict[str, str], main_score: str, description: str):
@@ -97,10 +108,10 @@ def build_retrieval_task(scope: str, subsets: list[Subset]):
     _check_languages(subsets)
     metadata = _task_metadata(task_name(scope), "Retrieval", {s.name: s.language for s in subsets}, "ndcg_at_10",
                               f"retrofit_pipeline's {scope} retrieval scope, built from local held-out data.")
-    # Rankings are kept to depth 20 (nDCG@10, recall@20): mteb re-reads and rewrites a task's whole
-    # predictions file after every subset, so its cost grows with the square of the subsets times
-    # the depth; at depth 100 that writing took 143 of the 226 s of scoring a checkpoint on 2 cores.
-    task_class = type(metadata.name, (AbsTaskRetrieval,), {"metadata": metadata, "k_values": SCOPE_K_VALUES})
+    # Rankings are kept to depth 20 (nDCG@10, recall@20): the saved predictions (every query's
+    # ranking) grow with the depth, and the per-query scores need no more.
+    task_class = type(metadata.name, (_PredictionsKeptInMemory, AbsTaskRetrieval),
+                      {"metadata": metadata, "k_values": SCOPE_K_VALUES, "kept_predictions": {}})
     task = task_class()
     task.dataset = {
         s.name: {"test": {
@@ -124,7 +135,7 @@ def build_bitext_task(scope: str, subsets: list[Subset]):
     _check_languages(subsets)
     metadata = _task_metadata(task_name(scope), "BitextMining", {s.name: s.language for s in subsets}, "f1",
                               "retrofit_pipeline's bitext-mining scope (held-out translated messages -> English), from local data.")
-    task_class = type(metadata.name, (AbsTaskBitextMining,), {"metadata": metadata})
+    task_class = type(metadata.name, (_PredictionsKeptInMemory, AbsTaskBitextMining), {"metadata": metadata, "kept_predictions": {}})
     task = task_class()
     task.dataset = {s.name: DatasetDict({"test": Dataset.from_dict({"sentence1": s.pairs["text"].tolist(), "sentence2": s.pairs["target"].tolist()})})
                     for s in subsets}
@@ -153,7 +164,7 @@ def evaluate_subsets(encoder, subsets: list[Subset], results_dir: Path, batch_si
         for task, task_result in zip(tasks, result.task_results):
             scope = next(scope for scope in by_scope if task_name(scope) == task.metadata.name)
             members = {s.name: s for s in by_scope[scope]}
-            predictions = json.loads((tmp / "predictions" / task.prediction_file_name).read_text(encoding="utf-8"))
+            predictions = write_predictions(task, encoder, tmp / "predictions")
             for entry in task_result.scores["test"]:
                 subset = members[entry["hf_subset"]]
                 if subset.pairs is not None:
@@ -173,6 +184,17 @@ def evaluate_subsets(encoder, subsets: list[Subset], results_dir: Path, batch_si
     def ordered(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return frame.sort_values(keys, key=lambda c: c.map(order) if c.name == "scope" else c).reset_index(drop=True)
     return ordered(pd.DataFrame(rows), ["scope", "domain", "language"]), ordered(pd.DataFrame(per_query), ["scope", "domain", "language", "query_id"])
+
+
+def write_predictions(task, encoder, folder: Path) -> dict:
+    """Writes the predictions `task` kept (mteb's predictions file, written once) and returns them."""
+    if not task.kept_predictions:
+        raise RuntimeError(f"mteb saved no predictions for {task.metadata.name}: has its _save_task_predictions hook changed?")
+    predictions = {"mteb_model_meta": {"model_name": encoder.mteb_model_meta.name, "revision": encoder.mteb_model_meta.revision},
+                   **task.kept_predictions}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / task.prediction_file_name).write_text(json.dumps(predictions), encoding="utf-8")
+    return predictions
 
 
 def bitext_f1_shares(neighbours: list[dict]) -> list[float]:

@@ -14,6 +14,7 @@ the source, the row and the field.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -142,8 +143,12 @@ def normalize_language(code: object, source: str, row: int | str, field: str = "
     return normalized
 
 
+_VISIBLE_RE = re.compile("[^\\s" + "".join(sorted(_INVISIBLE)) + "]")  # \s: what str.strip() strips
+
+
 def is_blank(text: str) -> bool:
-    return not "".join(ch for ch in text if ch not in _INVISIBLE).strip()
+    """Only whitespace and invisible characters (one regex search: this runs on every text loaded)."""
+    return _VISIBLE_RE.search(text) is None
 
 
 def _check_text(value: object, source: str, row: int | str, field: str) -> str:

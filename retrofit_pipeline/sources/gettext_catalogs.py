@@ -261,7 +261,9 @@ def character_script(character: str) -> str | None:
 
 
 def script_counts(text: str) -> Counter:
-    return Counter(s for s in map(character_script, text) if s is not None)
+    counts = Counter(map(character_script, text))  # counted in C; non-letters (None) dropped after
+    counts.pop(None, None)
+    return counts
 
 
 def dominant_script(counts: Counter) -> str | None:
