@@ -89,6 +89,18 @@ class DataValidationError(ValueError):
             message += "".join(f"\n  {_where(r)}, field '{f}': {p}" for r, f, p in [(row, field, problem), *self.more])
         super().__init__(message)
 
+    def __reduce__(self):
+        # Rebuilt from its message and fields, not by calling __init__ again: sources load in worker
+        # processes (sources/__init__.py), and their errors must reach the user unchanged.
+        return _rebuild_error, (type(self), str(self), dict(self.__dict__))
+
+
+def _rebuild_error(cls: type, message: str, fields: dict) -> DataValidationError:
+    error = cls.__new__(cls)
+    ValueError.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
+
 
 class _Problems:
     """Collects the bad rows of one pass so the user fixes a file once, not once per run."""

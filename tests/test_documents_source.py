@@ -227,3 +227,34 @@ def test_load_raw_sources_accepts_documents_next_to_other_sources(folder):
     pairs, evaluation, stats = load_raw_sources([{"kind": "documents", "source": "mine", "path": str(folder), "eval_fraction": 0.5}], [], Path("."))
     assert set(pairs["source"]) == {"mine"} and stats["mine"]["rows"] == len(pairs)
     assert set(evaluation.queries["domain"]) == {"documents"}
+
+
+@pytest.mark.filterwarnings("error:loading sources in worker")  # the sequential fallback would hide a broken worker path
+def test_sources_of_different_kinds_load_in_worker_processes_with_the_same_rows_and_errors(folder, tmp_path, monkeypatch):
+    """Two kinds load side by side in spawned workers (two cores assumed here, as on CI): the rows
+    are those of loading one after another, and a source's bad line reaches the user as the same
+    DataValidationError, naming file, line and field."""
+    import pickle
+
+    from retrofit_pipeline.schema import DataValidationError
+    from retrofit_pipeline.sources import load_source, load_sources
+    from retrofit_pipeline.sources.documents import DocumentsError
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    own = tmp_path / "own.jsonl"
+    own.write_text(json.dumps({"query": "wie liste ich dateien", "positive": "ls listet dateien auf", "language": "de"}) + "\n", encoding="utf-8")
+    specs = [{"kind": "documents", "source": "mine", "path": str(folder), "eval_fraction": 0.5},
+             {"kind": "local_pairs", "source": "own", "path": str(own)}]
+    side_by_side = load_sources(specs, tmp_path)
+    for (pairs, evaluation, stats), spec in zip(side_by_side, specs):
+        expected_pairs, expected_evaluation, expected_stats = load_source(spec, tmp_path)
+        pd.testing.assert_frame_equal(pairs, expected_pairs)
+        assert stats == expected_stats and (evaluation is None) == (expected_evaluation is None)
+    own.write_text(json.dumps({"query": "q", "positive": "p", "language": "xx"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataValidationError) as caught:
+        load_sources(specs, tmp_path)
+    assert "own.jsonl" in str(caught.value) and "line 1, field 'language'" in str(caught.value)
+    # Errors cross the process boundary as themselves, fields included.
+    error = DocumentsError("docs", [("a.txt, line 2", "text", "not valid UTF-8")])
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is DocumentsError and str(copy) == str(error) and (copy.row, copy.field) == ("a.txt, line 2", "text")

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -170,14 +175,43 @@ def restrict_evaluation(evaluation: EvaluationSet, languages: list[str] | None, 
     return EvaluationSet(corpus.reset_index(drop=True), queries.reset_index(drop=True), qrels.reset_index(drop=True))
 
 
+def load_sources(specs: list[dict], cache_dir: Path) -> list[tuple[pd.DataFrame, EvaluationSet | None, dict]]:
+    """load_source of every spec, in order. Sources are independent and their parsing is pure
+    Python (one core each), so with several cores they load side by side in worker processes
+    (spawned: the caller may hold threads, e.g. torch's). Specs of one kind stay in one worker, in
+    order, since they may share a download cache."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(len({spec.get("kind") for spec in specs}), cores)
+    if workers < 2:
+        return [load_source(spec, cache_dir) for spec in specs]
+    by_kind: dict[object, list[int]] = {}
+    for position, spec in enumerate(specs):
+        by_kind.setdefault(spec.get("kind"), []).append(position)
+    results: list = [None] * len(specs)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {kind: pool.submit(_load_in_order, [specs[i] for i in positions], cache_dir) for kind, positions in by_kind.items()}
+            for kind, positions in by_kind.items():
+                for position, loaded in zip(positions, futures[kind].result()):
+                    results[position] = loaded
+    except BrokenProcessPool as error:  # a source's own errors arrive as themselves; this is the workers dying
+        warnings.warn(f"loading sources in worker processes failed ({error}); loading them one after another instead. "
+                      "A script that loads sources needs an `if __name__ == '__main__':` guard for worker processes.", stacklevel=2)
+        return [load_source(spec, cache_dir) for spec in specs]
+    return results
+
+
+def _load_in_order(specs: list[dict], cache_dir: Path) -> list:
+    return [load_source(spec, cache_dir) for spec in specs]
+
+
 def load_raw_sources(
     raw_specs: list[dict], evaluation_specs: list[dict], cache_dir: Path, incoming_dir: Path | None = None
 ) -> tuple[pd.DataFrame, EvaluationSet, dict]:
     """All training pairs (with duplicate pair ids rejected across sources) and the evaluation set:
     the configured evaluation sources if any, else the held-out splits the raw sources provide."""
     frames, held_out, stats = [], [], {}
-    for spec in raw_specs:
-        pairs, evaluation, source_stats = load_source(spec, cache_dir)
+    for spec, (pairs, evaluation, source_stats) in zip(raw_specs, load_sources(raw_specs, cache_dir)):
         frames.append(pairs)
         if evaluation is not None:
             held_out.append(evaluation)
