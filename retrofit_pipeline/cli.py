@@ -17,12 +17,14 @@ FORGETTING_CHECK_STEP = "_no_forgetting"  # the blocking gate: its failure still
 def _instance():
     from dagster import DagsterInstance
 
-    from .dagster_defs.pools import ensure_instance_config, release_abandoned_runs
+    from .dagster_defs.pools import ensure_instance_config, release_abandoned_runs, slots_held_by_unknown_runs, unknown_holder_warning
 
     ensure_instance_config(Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))))
     instance = DagsterInstance.get()
     for run_id in release_abandoned_runs(instance):
         print(f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed", flush=True)
+    for run_id in slots_held_by_unknown_runs(instance):
+        print(unknown_holder_warning(run_id), flush=True)
     return instance
 
 
@@ -93,8 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--scale", action="append", help="data-scale partition key; repeat, or 'all' (default: the preset's default_scale)")
     run_parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run_parser.add_argument("--verbose", action="store_true", help="show Dagster's log, warnings and progress bars on the terminal too")
+    free_parser = sub.add_parser("free-slot", help="mark a run that nothing runs any more failed and free its pool slot")
+    free_parser.add_argument("run_id")
     args = parser.parse_args(argv)
+    if args.command == "free-slot":
+        return free_slot(args.run_id)
     return run(args.config, args.scale, args.device, args.verbose)
+
+
+def free_slot(run_id: str) -> int:
+    """What the unknown-holder note asks the user to do, for a run they know is dead."""
+    from dagster import DagsterInstance
+
+    from .dagster_defs.pools import free_run_slot
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    problem = free_run_slot(DagsterInstance.get(), run_id)
+    print(problem or f"run {run_id} marked failed; its pool slot is free")
+    return 1 if problem else 0
 
 
 if __name__ == "__main__":

@@ -70,3 +70,38 @@ def release_abandoned_runs(instance) -> list[str]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         released.append(run.run_id)
     return released
+
+
+def slots_held_by_unknown_runs(instance) -> list[str]:
+    """Runs holding a pool slot that `release_abandoned_runs` cannot judge (no owner tags: launched
+    from the UI, another host, or an older version of this project): if nothing runs them any more,
+    every heavy step waits for them, so the caller says so instead of waiting silently."""
+    claimed = instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots
+    unknown = []
+    for run_id in dict.fromkeys(slot.run_id for slot in claimed):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in run.tags:
+            unknown.append(run_id)
+    return unknown
+
+
+def unknown_holder_warning(run_id: str) -> str:
+    return (f"note: run {run_id} holds the {ACCELERATOR_POOL} pool slot and was not started by this project's CLI on this "
+            f"host: heavy steps wait until it ends. If nothing runs it any more: retrofit free-slot {run_id}")
+
+
+def free_run_slot(instance, run_id: str) -> str | None:
+    """Marks a run the user knows is dead failed and frees its pool slots; the problem, or None.
+    A run of this host whose process is alive is refused."""
+    from dagster import DagsterRunStatus
+
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return f"no run {run_id} in the Dagster instance at {instance.root_directory}"
+    pid = int(run.tags.get(PID_TAG, "0") or 0)
+    if run.tags.get(HOST_TAG) == socket.gethostname() and pid and _alive(pid):
+        return f"run {run_id} is still running (process {pid} on this host): stop that process first"
+    if run.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
+        instance.report_run_failed(run, message="marked failed by `retrofit free-slot`: nothing runs it any more")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    return None
