@@ -17,14 +17,12 @@ FORGETTING_CHECK_STEP = "_no_forgetting"  # the blocking gate: its failure still
 def _instance():
     from dagster import DagsterInstance
 
-    from .dagster_defs.pools import ensure_instance_config, release_abandoned_runs, slots_held_by_unknown_runs, unknown_holder_warning
+    from .dagster_defs.pools import ensure_instance_config, pool_notes
 
     ensure_instance_config(Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))))
     instance = DagsterInstance.get()
-    for run_id in release_abandoned_runs(instance):
-        print(f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed", flush=True)
-    for run_id in slots_held_by_unknown_runs(instance):
-        print(unknown_holder_warning(run_id), flush=True)
+    for note in pool_notes(instance):
+        print(note, flush=True)
     return instance
 
 

@@ -72,15 +72,13 @@ def write_preset(name: str, overrides: dict, directory: Path) -> Path:
 def run(preset: Path, selection: list[str], partition: str | None) -> None:
     from dagster import DagsterInstance, materialize
 
-    from retrofit_pipeline.dagster_defs.pools import owner_tags, release_abandoned_runs, slots_held_by_unknown_runs, unknown_holder_warning
+    from retrofit_pipeline.dagster_defs.pools import owner_tags, pool_notes
     from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
     from retrofit_pipeline.definitions import defs
 
     instance = DagsterInstance.get()
-    for run_id in release_abandoned_runs(instance):
-        print(f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed", flush=True)
-    for run_id in slots_held_by_unknown_runs(instance):
-        print(unknown_holder_warning(run_id), flush=True)
+    for note in pool_notes(instance):
+        print(note, flush=True)
     result = materialize(list(defs.assets) + list(defs.asset_checks), selection=selection, partition_key=partition,
                          instance=instance, resources={"settings": RetrofitSettings(config_path=str(preset))},
                          raise_on_error=False, tags=owner_tags())

@@ -65,11 +65,26 @@ def release_abandoned_runs(instance) -> list[str]:
         pid = int(run.tags.get(PID_TAG, "0"))
         if pid and _alive(pid):
             continue
-        instance.report_run_failed(run, message=f"abandoned: its process {pid} on this host no longer exists; "
-                                                f"its {ACCELERATOR_POOL} pool slot was freed by a later run")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        _end_run(instance, run, f"abandoned: its process {pid} on this host no longer exists; "
+                                f"its {ACCELERATOR_POOL} pool slot was freed by a later run")
         released.append(run.run_id)
     return released
+
+
+def _end_run(instance, run, message: str) -> None:
+    from dagster import DagsterRunStatus
+
+    if run.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
+        instance.report_run_failed(run, message=message)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
+def pool_notes(instance) -> list[str]:
+    """Frees the slots of this host's dead runs and names the holders it cannot judge: one line
+    each, printed by `retrofit run` and the sweep before they start."""
+    notes = [f"run {run_id} was abandoned by a process that no longer exists: marked failed, its pool slot freed"
+             for run_id in release_abandoned_runs(instance)]
+    return notes + [unknown_holder_warning(run_id) for run_id in slots_held_by_unknown_runs(instance)]
 
 
 def slots_held_by_unknown_runs(instance) -> list[str]:
@@ -93,15 +108,11 @@ def unknown_holder_warning(run_id: str) -> str:
 def free_run_slot(instance, run_id: str) -> str | None:
     """Marks a run the user knows is dead failed and frees its pool slots; the problem, or None.
     A run of this host whose process is alive is refused."""
-    from dagster import DagsterRunStatus
-
     run = instance.get_run_by_id(run_id)
     if run is None:
         return f"no run {run_id} in the Dagster instance at {instance.root_directory}"
     pid = int(run.tags.get(PID_TAG, "0") or 0)
     if run.tags.get(HOST_TAG) == socket.gethostname() and pid and _alive(pid):
         return f"run {run_id} is still running (process {pid} on this host): stop that process first"
-    if run.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
-        instance.report_run_failed(run, message="marked failed by `retrofit free-slot`: nothing runs it any more")
-    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    _end_run(instance, run, "marked failed by `retrofit free-slot`: nothing runs it any more")
     return None
