@@ -62,15 +62,19 @@ def _instance_at(home):
             os.environ["DAGSTER_HOME"] = previous
 
 
-def test_a_run_killed_holding_the_pool_slot_is_released_by_the_next_one(prepared):
-    instance = _instance_at(prepared["home"])
-    process = _launch(prepared["env"], [[["encoder_checkpoint"], "small"]])
+def _kill_once_it_holds_the_slot(instance, process) -> None:
+    """SIGKILL the training run as soon as it has claimed the pool slot (no clean-up can run)."""
     deadline = time.monotonic() + 300
     while not instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots and process.poll() is None:
         assert time.monotonic() < deadline, "the training never claimed the pool slot"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def test_a_run_killed_holding_the_pool_slot_is_released_by_the_next_one(prepared):
+    instance = _instance_at(prepared["home"])
+    _kill_once_it_holds_the_slot(instance, _launch(prepared["env"], [[["encoder_checkpoint"], "small"]]))
     claimed = instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots
     assert len(claimed) == 1  # what every later heavy step would wait for, forever
 
@@ -107,13 +111,7 @@ def test_a_slot_held_by_a_run_of_unknown_owner_is_reported_not_freed(prepared):
     """A run without owner tags (the UI's, or an older version's) may still be running elsewhere:
     it is not released, but named, so the CLI and the sweep say why heavy steps wait."""
     instance = _instance_at(prepared["home"])
-    process = _launch({**prepared["env"], "NO_OWNER": "1"}, [[["encoder_checkpoint"], "small"]])
-    deadline = time.monotonic() + 300
-    while not instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots and process.poll() is None:
-        assert time.monotonic() < deadline, "the training never claimed the pool slot"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _kill_once_it_holds_the_slot(instance, _launch({**prepared["env"], "NO_OWNER": "1"}, [[["encoder_checkpoint"], "small"]]))
     run_id = instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots[0].run_id
     assert release_abandoned_runs(instance) == []
     assert slots_held_by_unknown_runs(instance) == [run_id]
