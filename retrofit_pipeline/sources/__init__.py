@@ -183,7 +183,7 @@ def load_sources(specs: list[dict], cache_dir: Path) -> list[tuple[pd.DataFrame,
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(len({spec.get("kind") for spec in specs}), cores)
     if workers < 2:
-        return [load_source(spec, cache_dir) for spec in specs]
+        return _load_in_order(specs, cache_dir)
     by_kind: dict[object, list[int]] = {}
     for position, spec in enumerate(specs):
         by_kind.setdefault(spec.get("kind"), []).append(position)
@@ -197,7 +197,7 @@ def load_sources(specs: list[dict], cache_dir: Path) -> list[tuple[pd.DataFrame,
     except BrokenProcessPool as error:  # a source's own errors arrive as themselves; this is the workers dying
         warnings.warn(f"loading sources in worker processes failed ({error}); loading them one after another instead. "
                       "A script that loads sources needs an `if __name__ == '__main__':` guard for worker processes.", stacklevel=2)
-        return [load_source(spec, cache_dir) for spec in specs]
+        return _load_in_order(specs, cache_dir)
     return results
 
 
