@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import defaultdict
-
 import numpy as np
 
 _PUNCTUATION_RE = re.compile(r"[\W_]+", re.UNICODE)
@@ -81,36 +79,68 @@ class MinHasher:
         return self.signatures([text])[0]
 
 
-def near_duplicate_groups(signatures: np.ndarray, threshold: float, bands: int = 16) -> list[int]:
-    """For each row, the index of the first earlier row whose estimated Jaccard similarity is at
-    least `threshold` (itself if none). Candidates come from LSH buckets; each is verified."""
+_BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier (the golden ratio in 64 bits): mixes a band's values into one key
+_PAIRS_PER_BLOCK = 2_000_000  # candidate pairs held at once: bounds memory when many rows share a band
+
+
+def _band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """(rows, bands) uint64: one key per LSH band of each signature. Equal bands give equal keys;
+    different bands may collide, so a candidate pair is confirmed on the band's values."""
     rows_per_band = signatures.shape[1] // bands
-    buckets: dict[tuple, list[int]] = defaultdict(list)
+    keys = np.zeros((len(signatures), bands), dtype=np.uint64)
+    for band in range(bands):
+        for column in range(band * rows_per_band, (band + 1) * rows_per_band):
+            keys[:, band] = (keys[:, band] ^ signatures[:, column]) * _BAND_MIX
+    return keys
+
+
+def _candidate_pairs(left: np.ndarray, right: np.ndarray, bands: int):
+    """Blocks of (left rows, right rows) that share at least one LSH band exactly (each pair once
+    per block), with the fraction of their signature values that agree."""
+    rows_per_band = left.shape[1] // bands
+    left_keys, right_keys = _band_keys(left, bands), _band_keys(right, bands)
+    for band in range(bands):
+        order = np.argsort(right_keys[:, band], kind="stable")
+        sorted_keys = right_keys[order, band]
+        low = np.searchsorted(sorted_keys, left_keys[:, band], side="left")
+        counts = np.searchsorted(sorted_keys, left_keys[:, band], side="right") - low
+        ends = np.cumsum(counts)
+        first = 0
+        while first < len(left):  # blocks of whole left rows, about _PAIRS_PER_BLOCK pairs each
+            done = ends[first - 1] if first else 0
+            stop = max(first + 1, int(np.searchsorted(ends, done + _PAIRS_PER_BLOCK, side="right")))
+            block_counts = counts[first:stop]
+            left_rows = np.repeat(np.arange(first, stop), block_counts)
+            offsets = np.arange(int(block_counts.sum())) - np.repeat(np.cumsum(block_counts) - block_counts, block_counts)
+            right_rows = order[np.repeat(low[first:stop], block_counts) + offsets]
+            columns = slice(band * rows_per_band, (band + 1) * rows_per_band)
+            same_band = (left[left_rows, columns] == right[right_rows, columns]).all(axis=1)
+            left_rows, right_rows = left_rows[same_band], right_rows[same_band]
+            yield left_rows, right_rows, (left[left_rows] == right[right_rows]).mean(axis=1)
+            first = stop
+
+
+def near_duplicate_groups(signatures: np.ndarray, threshold: float, bands: int = 16) -> list[int]:
+    """For each row, the index of the first earlier row that is its own group's representative and
+    whose estimated Jaccard similarity is at least `threshold` (itself if none). Candidates are rows
+    sharing an LSH band; every candidate is verified on the whole signature. The pairs are found
+    and verified with numpy; only the verified ones are walked in row order."""
+    verified: set[tuple[int, int]] = set()
+    for rows, earlier, similarity in _candidate_pairs(signatures, signatures, bands):
+        keep = (earlier < rows) & (similarity >= threshold)
+        verified.update(zip(rows[keep].tolist(), earlier[keep].tolist()))
     representative = list(range(len(signatures)))
-    for i, sig in enumerate(signatures):
-        candidates: set[int] = set()
-        for band in range(bands):
-            key = (band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes())
-            candidates.update(buckets[key])
-            buckets[key].append(i)
-        for j in sorted(candidates):
-            if representative[j] == j and np.mean(signatures[j] == sig) >= threshold:
-                representative[i] = j
-                break
+    for row, earlier in sorted(verified):  # by row, then by earlier row: the first representative wins
+        if representative[row] == row and representative[earlier] == earlier:
+            representative[row] = earlier
     return representative
 
 
 def matches_any(query_signatures: np.ndarray, reference_signatures: np.ndarray, threshold: float, bands: int = 16) -> np.ndarray:
-    """Boolean mask: which query rows are near-duplicates of at least one reference row."""
-    rows_per_band = query_signatures.shape[1] // bands if len(query_signatures) else 1
-    buckets: dict[tuple, list[int]] = defaultdict(list)
-    for j, sig in enumerate(reference_signatures):
-        for band in range(bands):
-            buckets[(band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes())].append(j)
+    """Boolean mask: which query rows are near-duplicates of at least one reference row (sharing an
+    LSH band, and verified on the whole signature)."""
     mask = np.zeros(len(query_signatures), dtype=bool)
-    for i, sig in enumerate(query_signatures):
-        candidates: set[int] = set()
-        for band in range(bands):
-            candidates.update(buckets.get((band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes()), ()))
-        mask[i] = any(np.mean(reference_signatures[j] == sig) >= threshold for j in candidates)
+    if len(query_signatures) and len(reference_signatures):
+        for rows, _, similarity in _candidate_pairs(query_signatures, reference_signatures, bands):
+            mask[rows[similarity >= threshold]] = True
     return mask

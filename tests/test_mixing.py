@@ -45,6 +45,45 @@ def test_near_duplicates_found_across_scripts():
     assert groups == [0, 0, 2]
 
 
+def _python_near_duplicate_groups(signatures, threshold, bands=16):
+    """The definition, one row at a time: the first earlier representative sharing a band and
+    agreeing on at least `threshold` of the signature."""
+    rows_per_band = signatures.shape[1] // bands
+    representative = list(range(len(signatures)))
+    for i in range(len(signatures)):
+        for j in range(i):
+            shares_band = any((signatures[i, b * rows_per_band:(b + 1) * rows_per_band] == signatures[j, b * rows_per_band:(b + 1) * rows_per_band]).all()
+                              for b in range(bands))
+            if shares_band and representative[j] == j and (signatures[i] == signatures[j]).mean() >= threshold:
+                representative[i] = j
+                break
+    return representative
+
+
+def test_vectorized_near_duplicates_and_matches_follow_the_row_by_row_definition(monkeypatch):
+    import numpy as np
+
+    from retrofit_pipeline import dedup
+
+    rng = np.random.default_rng(5)
+    originals = rng.integers(0, 50, size=(40, 64), dtype=np.uint64)  # few distinct values: many band collisions
+    rows = [originals]
+    for changed in (2, 4, 6, 9, 20):  # copies that differ in a few positions: chains of near-duplicates
+        copies = originals[rng.integers(0, 40, size=30)].copy()
+        for row in copies:
+            row[rng.choice(64, size=changed, replace=False)] = rng.integers(50, 100, size=changed, dtype=np.uint64)
+        rows.append(copies)
+    signatures = np.concatenate(rows)[rng.permutation(190)]
+    monkeypatch.setattr(dedup, "_PAIRS_PER_BLOCK", 7)  # many blocks, rows split across none
+    for threshold in (0.8, 0.9):
+        assert near_duplicate_groups(signatures, threshold) == _python_near_duplicate_groups(signatures, threshold)
+        expected = [any(j != i and (signatures[i] == signatures[j]).mean() >= threshold and any(
+            (signatures[i, b * 4:(b + 1) * 4] == signatures[j, b * 4:(b + 1) * 4]).all() for b in range(16)) for j in range(100, 190))
+            for i in range(100)]
+        assert dedup.matches_any(signatures[:100], signatures[100:], threshold).tolist() == expected
+    assert sum(g != i for i, g in enumerate(near_duplicate_groups(signatures, 0.8))) > 50  # the data does have near-duplicates
+
+
 def test_clean_pool_reports_every_drop():
     cleaned, report = clean_pool(_pool(), _evaluation())
     assert report.exact_duplicates == 1 and report.near_duplicates == 1
