@@ -116,11 +116,14 @@ def encode_texts(
     precision: str = "bf16",
     out: np.ndarray | None = None,
     description: str = "encode",
+    shared_layers=None,
 ) -> np.ndarray:
     """Normalized float32 embeddings, in input order. Texts are batched by token length so that
     padding wastes little work; `out` may be a memory-mapped array for pools larger than RAM. On a GPU the
     next batch is tokenized on a second thread while the device runs the current one; on a CPU
-    both would compete for the same cores (measured slower on 2 cores), so it stays sequential."""
+    both would compete for the same cores (measured slower on 2 cores), so it stays sequential.
+    `shared_layers` (a shared_layers.SharedLayerStates) starts each batch from the stored states of
+    the layers the model shares with its base, where it has them, and stores those it computes."""
     was_training = model.training
     model.eval()
     dim = model.get_embedding_dimension()
@@ -139,7 +142,8 @@ def encode_texts(
             features = upcoming.result() if prefetch else tokenized(index)
             if prefetch and number + 1 < len(batches):
                 upcoming = tokenizer_thread.submit(tokenized, batches[number + 1])
-            embeddings = embed_batch(model, features).cpu().numpy()
+            embedded = shared_layers.embed_batch(model, features) if shared_layers is not None else embed_batch(model, features)
+            embeddings = embedded.cpu().numpy()
             rows = np.argsort(index)  # ascending row order: sequential writes into a memory-mapped file
             result[index[rows]] = embeddings[rows]
     if was_training:

@@ -84,11 +84,12 @@ def load_for_scoring(model_dir: str, device: str = "auto", trust_remote_code: bo
 
 
 def scoring_encoder(model_dir: str, store_root: Path, evaluation_settings, device: str = "auto", trust_remote_code: bool = False,
-                    prompts: dict[str, str] | None = None) -> ScoringEncoder:
-    """The model in `model_dir` as the scorer sees it (with `prompts` instead of its own, if given)."""
+                    prompts: dict[str, str] | None = None, trained_top_layers: int | None = None) -> ScoringEncoder:
+    """The model in `model_dir` as the scorer sees it (with `prompts` instead of its own, if given);
+    `trained_top_layers` is the recipe's (the states below them are stored for its checkpoints)."""
     model = load_for_scoring(model_dir, device, trust_remote_code, prompts)
     return ScoringEncoder(model, model_dir, store_root, evaluation_settings.max_length, evaluation_settings.precision,
-                          evaluation_settings.batch_size)
+                          evaluation_settings.batch_size, trained_top_layers)
 
 
 def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: str, results_dir: Path,
@@ -111,6 +112,7 @@ def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: s
         "mean_score": {scope: float(group["score"].mean()) for scope, group in subset_means.groupby("scope")},
         "texts_encoded": encoder.counts["encoded"] - before["encoded"],
         "texts_served_from_store": encoder.counts["served"] - before["served"],
+        "texts_from_shared_layers": encoder.counts["from_shared_layers"] - before["from_shared_layers"],
         "texts_encoded_during_mteb": encoder.counts["encoded"] - prepared,  # 0 unless mteb asked with another prompt
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -122,9 +124,9 @@ def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: s
 
 def score_model_dir(model_dir: str, subsets: list[Subset], fingerprint: str, results_dir: Path, store_root: Path,
                     evaluation_settings, device: str = "auto", trust_remote_code: bool = False,
-                    prompts: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                    prompts: dict[str, str] | None = None, trained_top_layers: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """score_encoder for the model in `model_dir`."""
-    encoder = scoring_encoder(model_dir, store_root, evaluation_settings, device, trust_remote_code, prompts)
+    encoder = scoring_encoder(model_dir, store_root, evaluation_settings, device, trust_remote_code, prompts, trained_top_layers)
     return score_encoder(encoder, subsets, fingerprint, results_dir, evaluation_settings.batch_size)
 
 

@@ -4,9 +4,13 @@ mteb drives the evaluation (its retrieval and bitext-mining evaluators compute t
 this wrapper for embeddings. The wrapper encodes with the model's own prompts (as saved with it),
 at one evaluation length (the model's own maximum unless `evaluation.max_length` sets a budget) and
 one precision, through `encoder.encode_texts`, and keeps every embedding in the model's
-EmbeddingStore: a text is encoded once per model, whichever scope or asset asks for it again."""
+EmbeddingStore: a text is encoded once per model, whichever scope or asset asks for it again.
+When the recipe trains only the top layers, the states of the lower ones are stored too
+(shared_layers.py): a checkpoint that shares them with its base runs only its own layers."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper, _resolve_prompt
@@ -14,6 +18,7 @@ from sentence_transformers import SentenceTransformer
 
 from .embedding_store import EmbeddingStore, model_identity, text_key
 from .encoder import encode_texts
+from .shared_layers import SharedLayerStates, split_layer
 
 SAVE_EVERY = 2000  # new embeddings between two writes of a model's store
 
@@ -26,17 +31,23 @@ def evaluation_length(model: SentenceTransformer, configured: int | None) -> int
 
 class ScoringEncoder(SentenceTransformerEncoderWrapper):
     """`model` (loaded from `model_dir` without overrides, as a user loads it) for mteb, its
-    embeddings cached in `store_root`. `counts` says how many texts were served and encoded."""
+    embeddings cached in `store_root`. `counts` says how many texts were served and encoded.
+    `trained_top_layers` (the recipe's `training.trainable_top_layers`) names the layers below which
+    states are stored and reused under `store_root/shared-layers` (None: every layer trains)."""
 
     def __init__(self, model: SentenceTransformer, model_dir: str, store_root, max_length: int | None = None,
-                 precision: str = "fp32", batch_size: int = 64):
+                 precision: str = "fp32", batch_size: int = 64, trained_top_layers: int | None = None):
         super().__init__(model)
         self.identity = model_identity(model_dir)
         self.max_length = evaluation_length(model, max_length)
         self.precision = precision
         self.batch_size = batch_size
         self.store = EmbeddingStore(store_root, self.identity, self.max_length, precision)
-        self.counts = {"served": 0, "encoded": 0}
+        # served from the store; encoded; of those encoded, how many ran only the layers above the shared ones
+        self.counts = {"served": 0, "encoded": 0, "from_shared_layers": 0}
+        split = split_layer(model, trained_top_layers)
+        self.shared_layers = None if split is None else SharedLayerStates(
+            Path(store_root) / "shared-layers", model, split, self.max_length, precision)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -76,8 +87,12 @@ class ScoringEncoder(SentenceTransformerEncoderWrapper):
         missing = [key for key, known in zip(unique_keys, found) if not known]
         if missing:
             vectors = encode_texts(self.model, [texts[first_of[key]] for key in missing], prompt, self.batch_size,
-                                   self.max_length, self.precision, description=f"encode ({len(missing)} new texts)")
+                                   self.max_length, self.precision, description=f"encode ({len(missing)} new texts)",
+                                   shared_layers=self.shared_layers)
             self.store.add(missing, vectors)
+            if self.shared_layers is not None:
+                self.shared_layers.save()
+                self.counts["from_shared_layers"] = self.shared_layers.counts["reused"]
             self.store.save(min_new_rows=SAVE_EVERY)  # a crash keeps most of the work; `save()` writes the rest
         self.counts["encoded"] += len(missing)
         self.counts["served"] += len(texts) - len(missing)

@@ -36,7 +36,7 @@ def main() -> None:
     plan = evaluation_plan(settings)
     out = Path(args.out_dir)
     _, per_query, summary = score_model_dir(args.model_dir, plan.subsets, plan.fingerprint, out, paths.embeddings,
-                                            config.evaluation, args.device)
+                                            config.evaluation, args.device, trained_top_layers=config.training.trainable_top_layers)
     base, base_summary = read_scores(paths.base_scores, plan.fingerprint, "base")
     if base_summary["max_length"] != summary["max_length"]:
         raise SystemExit(f"the base was scored at {base_summary['max_length']} tokens, {args.model_dir} at "

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from retrofit_pipeline.embedding_store import EmbeddingStore, model_identity
 from retrofit_pipeline.scoring import check_comparable, load_for_scoring
 from retrofit_pipeline.scoring_encoder import ScoringEncoder, evaluation_length
+from retrofit_pipeline.shared_layers import SharedLayerStates
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +53,66 @@ def test_a_text_is_encoded_once_per_model_and_prompt(tiny, tmp_path):
     encoder = ScoringEncoder(model, str(tiny), tmp_path, batch_size=4)
     texts = ["ls lists files", "cp copies files", "ls lists files"]
     first = encoder.embed(texts, "query: ")
-    assert encoder.counts == {"served": 1, "encoded": 2}
+    assert encoder.counts == {"served": 1, "encoded": 2, "from_shared_layers": 0}
     encoder.store.save()  # what score_encoder and faiss_index do when they finish
     again = ScoringEncoder(load_for_scoring(str(tiny), "cpu"), str(tiny), tmp_path, batch_size=4)
     np.testing.assert_array_equal(again.embed(texts, "query: "), first)
-    assert again.counts == {"served": 3, "encoded": 0}
+    assert again.counts == {"served": 3, "encoded": 0, "from_shared_layers": 0}
     assert not np.allclose(again.embed(texts[:1], "passage: "), first[:1])  # the prompt is part of the key
     # The same vectors a user gets from sentence-transformers with the model's own prompt.
     np.testing.assert_allclose(first, model.encode(texts, prompt_name="query", normalize_embeddings=True), atol=1e-5)
+
+
+def _with_changed_layer(source: Path, destination: Path, layer: int) -> Path:
+    """A copy of `source` whose transformer layer `layer` differs (what training that layer does)."""
+    shutil.copytree(source, destination)
+    weights = load_file(str(destination / "model.safetensors"))
+    changed = {name: tensor + 0.05 if f"layer.{layer}." in name else tensor for name, tensor in weights.items()}
+    assert changed.keys() == weights.keys() and any(f"layer.{layer}." in name for name in weights)
+    save_file(changed, str(destination / "model.safetensors"))
+    return destination
+
+
+def test_a_checkpoint_that_shares_its_base_lower_layers_runs_only_its_own_and_gets_the_same_embeddings(tiny, tmp_path):
+    # The base's scoring stores the states below the trained top layer; a checkpoint whose top
+    # layer (only) moved starts there and must still get, bit for bit, its own full forward pass's
+    # embeddings: batches of mixed lengths, so padding differs between rows.
+    texts = [" ".join(["files"] * n) + f" copy {n}" for n in range(1, 40, 3)] + ["ls", "a longer sentence about man pages"]
+    store = tmp_path / "store"
+    base = ScoringEncoder(load_for_scoring(str(tiny), "cpu"), str(tiny), store, batch_size=4, trained_top_layers=1)
+    base.embed(texts, "passage: ")
+    assert base.shared_layers.split == 1 and base.counts["from_shared_layers"] == 0
+    assert len(list(base.shared_layers.directory.glob("*.index.npz"))) == 1
+
+    checkpoint_dir = _with_changed_layer(tiny, tmp_path / "checkpoint", layer=1)
+    checkpoint = ScoringEncoder(load_for_scoring(str(checkpoint_dir), "cpu"), str(checkpoint_dir), store, batch_size=4,
+                                trained_top_layers=1)
+    assert checkpoint.shared_layers.directory == base.shared_layers.directory
+    reused = checkpoint.embed(texts, "passage: ")
+    assert checkpoint.counts["from_shared_layers"] == len(texts)
+    full = ScoringEncoder(load_for_scoring(str(checkpoint_dir), "cpu"), str(checkpoint_dir), tmp_path / "alone", batch_size=4)
+    expected = full.embed(texts, "passage: ")
+    assert full.shared_layers is None
+    np.testing.assert_array_equal(reused, expected)
+    assert not np.allclose(reused, base.embed(texts, "passage: "))  # its own top layer did run
+
+    # A checkpoint whose lower layer moved shares nothing: it encodes in full and stores its own states.
+    moved_dir = _with_changed_layer(tiny, tmp_path / "moved", layer=0)
+    moved = ScoringEncoder(load_for_scoring(str(moved_dir), "cpu"), str(moved_dir), store, batch_size=4, trained_top_layers=1)
+    assert moved.shared_layers.directory != base.shared_layers.directory
+    moved.embed(texts, "passage: ")
+    assert moved.counts["from_shared_layers"] == 0
+
+    # A text is keyed by its token ids: another prompt is another text, and a segment whose index
+    # was never written (a crash between the two files) is not read.
+    other = ScoringEncoder(load_for_scoring(str(checkpoint_dir), "cpu"), str(checkpoint_dir), store, batch_size=4,
+                           trained_top_layers=1)
+    other.embed(texts[:3], "query: ")
+    assert other.counts == {"served": 0, "encoded": 3, "from_shared_layers": 0}
+    assert len(SharedLayerStates(store / "shared-layers", checkpoint.model, 1, 128, "fp32")._where) == len(texts) + 3
+    for index in base.shared_layers.directory.glob("*.index.npz"):
+        index.unlink()
+    assert not SharedLayerStates(store / "shared-layers", checkpoint.model, 1, 128, "fp32")._where
 
 
 def test_models_are_scored_at_their_own_length_unless_a_budget_is_smaller(tiny):

@@ -19,8 +19,8 @@ from ..config import PipelineConfig, load_config
 PACKAGE = Path(__file__).resolve().parent.parent
 
 # The one scoring path (evaluation plan, scopes, mteb tasks, the embedding store) every scoring asset runs.
-_SCORING = ("evaluation.py", "evaluation_scopes.py", "scoring.py", "scoring_encoder.py", "embedding_store.py", "encoder.py",
-            "dagster_defs/evaluation_plan.py")
+_SCORING = ("evaluation.py", "evaluation_scopes.py", "scoring.py", "scoring_encoder.py", "embedding_store.py", "shared_layers.py",
+            "encoder.py", "dagster_defs/evaluation_plan.py")
 
 # What the dev split (the merge step's model selection) is made of.
 _DEV_SPLIT = ("evaluation.held_out_domains", "evaluation.held_out_tasks", "evaluation.pivot_language", "evaluation.scopes",

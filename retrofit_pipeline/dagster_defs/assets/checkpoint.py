@@ -87,7 +87,8 @@ def _merge_with_base(context: AssetExecutionContext, settings: RetrofitSettings,
     curve = []
     for alpha in sorted(set(config.merge.alphas)):
         candidate = write_merged(trained, base_dir, alpha, work / f"alpha-{alpha:g}")
-        encoder = scoring_encoder(str(candidate), paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code)
+        encoder = scoring_encoder(str(candidate), paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code,
+                                  trained_top_layers=config.training.trainable_top_layers)
         _, per_query, _ = score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, candidate / ".dev_scores", config.evaluation.batch_size)
         means = scope_means(paired_comparison(base_per_query, per_query))
         curve.append({"alpha": alpha, "means": means})

@@ -30,7 +30,7 @@ def build(exp: Experiment) -> list:
         corpus = plan.scored.corpus
         started = time.perf_counter()
         encoder = scoring_encoder(str(paths.checkpoint(scale)), paths.embeddings, config.evaluation, config.training.device,
-                                  config.training.trust_remote_code)
+                                  config.training.trust_remote_code, trained_top_layers=config.training.trainable_top_layers)
         prompt = encoder.prompts.get("document", "")
         embeddings = encoder.embed(corpus["text"].tolist(), prompt)
         encoder.store.save()  # retrieval_scores reads these vectors from the store
@@ -56,6 +56,7 @@ def build(exp: Experiment) -> list:
             "max_length": encoder.max_length,
             "recall_at_10_vs_exact": MetadataValue.float(recall_at_10),
             "texts_encoded": encoder.counts["encoded"],
+            "texts_from_shared_layers": encoder.counts["from_shared_layers"],  # ran only the checkpoint's own top layers
             "passages_per_second": round(encoder.counts["encoded"] / max(encode_seconds, 1e-9), 1),
             "path": MetadataValue.path(str(paths.index(scale))),
         })

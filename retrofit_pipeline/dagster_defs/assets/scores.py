@@ -89,7 +89,7 @@ def build(exp: Experiment) -> list:
         prompts = training_prompts(config)
         started = time.perf_counter()
         encoder = scoring_encoder(base_dir, paths.embeddings, config.evaluation, config.training.device,
-                                  config.training.trust_remote_code, prompts)
+                                  config.training.trust_remote_code, prompts, config.training.trainable_top_layers)
         scores, _, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.base_scores, config.evaluation.batch_size)
         if plan.dev_subsets and config.merge.alphas:  # only the merge step reads the dev split
             score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, paths.base_scores / "dev", config.evaluation.batch_size)
@@ -127,7 +127,8 @@ def build(exp: Experiment) -> list:
             raise ValueError(problem)
         started = time.perf_counter()
         base_per_query, base_summary = read_scores(paths.base_scores, plan.fingerprint, "base_model_scores")
-        encoder = scoring_encoder(checkpoint, paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code)
+        encoder = scoring_encoder(checkpoint, paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code,
+                                  trained_top_layers=config.training.trainable_top_layers)
         scores, per_query, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.scores(scale), config.evaluation.batch_size)
         check_comparable(base_summary, summary)
         faiss_scores = faiss_ndcg_by_subset(encoder, plan.subsets, paths.index(scale))
@@ -157,6 +158,7 @@ def build(exp: Experiment) -> list:
             "max_length": summary["max_length"],
             "texts_served_from_store": summary["texts_served_from_store"],
             "texts_encoded": summary["texts_encoded"],
+            "texts_from_shared_layers": summary["texts_from_shared_layers"],
             "seconds": round(time.perf_counter() - started, 1),
             "path": MetadataValue.path(str(paths.scores(scale))),
         })
@@ -230,7 +232,8 @@ def build(exp: Experiment) -> list:
                 return stored_current_scores(paths.promoted)
             context.log.info("the current model was scored on another evaluation set: re-scoring it on this one")
             _, per_query, _ = score_model_dir(str(paths.promoted / "model"), plan.subsets, plan.fingerprint, paths.promoted / "rescored",
-                                              paths.embeddings, config.evaluation, config.training.device)
+                                              paths.embeddings, config.evaluation, config.training.device,
+                                              trained_top_layers=config.training.trainable_top_layers)
             return per_query
 
         decision = decide(candidates, read_current(paths.promoted), current_scores, config.evaluation.forgetting_tolerance,
