@@ -80,7 +80,7 @@ class MinHasher:
 
 
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier (the golden ratio in 64 bits): mixes a band's values into one key
-_PAIRS_PER_BLOCK = 2_000_000  # candidate pairs held at once: bounds memory when many rows share a band
+_PAIRS_PER_BLOCK = 500_000  # candidate pairs held at once (two signature copies each, ~0.5 GB): bounds memory when many rows share a band
 
 
 def _band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:

@@ -103,10 +103,9 @@ class SharedLayerStates:
         from .encoder import embed_batch
 
         keys = self.keys_of(features)
-        lengths = features["attention_mask"].sum(dim=1).tolist()
         known = [key in self._where or key in self._new for key in keys]
         if all(known):
-            with self._starting_at_split(model, self._padded(keys, lengths, features["input_ids"].shape[1], model.device)):
+            with self._starting_at_split(model, self._padded(keys, features["attention_mask"], model.device)):
                 embeddings = embed_batch(model, features)
             self.counts["reused"] += len(keys)
             return embeddings
@@ -118,10 +117,10 @@ class SharedLayerStates:
             embeddings = embed_batch(model, features)
         finally:
             handle.remove()
-        states = captured[-1].float().cpu().numpy()
-        for row, (key, length, was_known) in enumerate(zip(keys, lengths, known)):
+        states, mask = captured[-1].float().cpu().numpy(), features["attention_mask"].cpu().bool().numpy()
+        for row, (key, was_known) in enumerate(zip(keys, known)):
             if not was_known:
-                self._new[key] = states[row, :length].copy()
+                self._new[key] = states[row][mask[row]]  # the text's own tokens, whichever side the padding is on
         self.counts["stored"] += known.count(False)
         return embeddings
 
@@ -131,11 +130,15 @@ class SharedLayerStates:
         states, first = self._where[key]
         return states[first : first + length]
 
-    def _padded(self, keys: list[bytes], lengths: list[int], width: int, device) -> torch.Tensor:
-        rows = [self._states(key, length) for key, length in zip(keys, lengths)]
-        padded = np.zeros((len(rows), width, rows[0].shape[1]), dtype=np.float32)
-        for row, states in enumerate(rows):
-            padded[row, : len(states)] = states
+    def _padded(self, keys: list[bytes], attention_mask: torch.Tensor, device) -> torch.Tensor:
+        """The batch's stored states at its tokens' positions, zeros at the padding (which no token attends to)."""
+        mask = attention_mask.cpu().bool().numpy()
+        padded = None
+        for row, key in enumerate(keys):
+            states = self._states(key, int(mask[row].sum()))
+            if padded is None:
+                padded = np.zeros((*mask.shape, states.shape[1]), dtype=np.float32)
+            padded[row][mask[row]] = states
         return torch.from_numpy(padded).to(device)
 
     @contextmanager
