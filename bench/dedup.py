@@ -83,10 +83,46 @@ class PreviousMinHasher:
         return np.stack([self.signature(t) for t in texts]) if texts else np.zeros((0, self.num_perm), np.uint64)
 
 
+def previous_near_duplicate_groups(signatures: np.ndarray, threshold: float, bands: int = 16) -> list[int]:
+    """The previous LSH grouping: Python dict buckets, one row at a time."""
+    rows_per_band = signatures.shape[1] // bands
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    representative = list(range(len(signatures)))
+    for i, sig in enumerate(signatures):
+        candidates: set[int] = set()
+        for band in range(bands):
+            key = (band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes())
+            candidates.update(buckets[key])
+            buckets[key].append(i)
+        for j in sorted(candidates):
+            if representative[j] == j and np.mean(signatures[j] == sig) >= threshold:
+                representative[i] = j
+                break
+    return representative
+
+
+def previous_matches_any(query_signatures: np.ndarray, reference_signatures: np.ndarray, threshold: float, bands: int = 16) -> np.ndarray:
+    """The previous LSH lookup: Python dict buckets of the reference, one query row at a time."""
+    rows_per_band = query_signatures.shape[1] // bands if len(query_signatures) else 1
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for j, sig in enumerate(reference_signatures):
+        for band in range(bands):
+            buckets[(band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes())].append(j)
+    mask = np.zeros(len(query_signatures), dtype=bool)
+    for i, sig in enumerate(query_signatures):
+        candidates: set[int] = set()
+        for band in range(bands):
+            candidates.update(buckets.get((band, sig[band * rows_per_band : (band + 1) * rows_per_band].tobytes()), ()))
+        mask[i] = any(np.mean(reference_signatures[j] == sig) >= threshold for j in candidates)
+    return mask
+
+
 def previous_clean(pairs: pd.DataFrame, evaluation, threshold: float = 0.9) -> int:
     """The previous cleaning: exact keys, MinHash near-duplicates, leakage against every evaluation
     query and passage (exact and near). Returns the rows kept."""
-    from retrofit_pipeline.dedup import matches_any, near_duplicate_groups, normalize_text
+    from retrofit_pipeline.dedup import normalize_text
+
+    near_duplicate_groups, matches_any = previous_near_duplicate_groups, previous_matches_any
 
     keys = pairs["query"].map(normalize_text) + "\x1f" + pairs["positive"].map(normalize_text)
     pairs = pairs.loc[~keys.duplicated().to_numpy()].reset_index(drop=True)

@@ -12,6 +12,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 run() { echo "== $*" >&2; .venv/bin/python "$@" 2>/dev/null; }
 
 run bench/encode_throughput.py --passages 1000
+run bench/checkpoint_scoring.py --passages 1000   # needs the default's 2k checkpoint (scripts/run_default.sh)
 run bench/mining.py --pool-sizes 100000 1000000
 run bench/dedup.py --rows 1000000 --baseline-rows 100000
 run bench/training_throughput.py --steps 16
