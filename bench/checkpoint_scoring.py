@@ -60,7 +60,7 @@ def main() -> None:
         started = time.perf_counter()
         peer(base)
         base_peer = len(texts) / (time.perf_counter() - started)
-        ours, theirs, full = [], [], None
+        ours, theirs = [], []
         for _ in range(args.trials):
             started = time.perf_counter()
             states = SharedLayerStates(root, checkpoint, split, length, "fp32")
