@@ -17,10 +17,14 @@ A scope is a question a user asks of the model; each is scored per (domain, lang
                    its English original among the English side of its language's pairs (F1).
 
 Sampling is by identity, not by row: queries and distractors are taken in the order of a seeded
-hash of their document identity, so every language draws the same documents first and the
-translations a pooled query needs are in the corpus. A dev split (identities in a hash bucket of
-their own, in-domain only) is set aside for model selection (the weight-averaging coefficient) and
-never scored in the reported scopes."""
+hash of their document identity, and every language version of a judged document (same domain,
+same identity) is in the corpus before distractors fill it up to the cap, so the translations a
+pooled or cross-lingual query needs are there; a query that still has no relevant document in a
+scope's corpus (e.g. no English version exists) is left out and counted (`dropped`).
+
+A dev split (identities in a hash bucket of their own, in every scope) is set aside for choices
+(recipes in the sweep, the weight-averaging coefficient) and never scored in the reported scopes:
+choose on dev, report on the scored set."""
 
 from __future__ import annotations
 
@@ -34,9 +38,8 @@ from .schema import EvaluationSet
 IN_DOMAIN, HELD_OUT_TASK, OUT_OF_DOMAIN = "in-domain", "held-out task", "out-of-domain"
 POOLED, CROSS_LINGUAL, BITEXT = "pooled", "cross-lingual", "bitext"
 SCOPES = (IN_DOMAIN, HELD_OUT_TASK, OUT_OF_DOMAIN, POOLED, CROSS_LINGUAL, BITEXT)
-# The scopes a model is selected on (dev split): the trained domains and query forms only, so the
-# held-out task, the held-out domain and the bitext languages stay unseen by every choice made.
-DEV_SCOPES = (IN_DOMAIN, POOLED, CROSS_LINGUAL)
+# The scopes a model is selected on (dev split): every scope, on identities disjoint from the scored ones.
+DEV_SCOPES = SCOPES
 BITEXT_TASK = "bitext"
 
 
@@ -96,15 +99,15 @@ def in_dev_bucket(identity: str, fraction: float) -> bool:
 
 
 def split_dev(evaluation: EvaluationSet, rules: ScopeRules, dev_fraction: float) -> tuple[EvaluationSet, EvaluationSet | None]:
-    """(the set to score, the dev set): in-domain queries whose identity falls in the dev bucket go
-    to dev, with the whole corpus; the scored set keeps every other query (and the corpus: dev
-    documents stay as distractors, they are held out of training all the same)."""
+    """(the set to score, the dev set): every query whose identity falls in the dev bucket goes to
+    dev, whatever its scope (in-domain, held-out task, out-of-domain, bitext; pooled and
+    cross-lingual follow), so a document is on one side in every language. Both keep the whole
+    corpus: a dev document is a distractor of the scored set and never relevant to a scored query
+    (relevance is by identity), and every document is held out of training all the same."""
     if dev_fraction <= 0:
         return evaluation, None
     queries = evaluation.queries
-    tasks = _task_types(queries)
-    trained = ~queries["domain"].isin(rules.held_out_domains) & ~tasks.isin(rules.held_out_tasks) & (tasks != BITEXT_TASK)
-    dev = trained & _identities(queries, "query_id").map(lambda identity: in_dev_bucket(identity, dev_fraction))
+    dev = _identities(queries, "query_id").map(lambda identity: in_dev_bucket(identity, dev_fraction))
     def restricted(mask: pd.Series) -> EvaluationSet:
         kept = queries[mask].reset_index(drop=True)
         return EvaluationSet(evaluation.corpus, kept, evaluation.qrels[evaluation.qrels["query_id"].isin(set(kept["query_id"]))].reset_index(drop=True))
@@ -136,17 +139,23 @@ def sample_evaluation(evaluation: EvaluationSet, max_queries: int | dict | None,
         queries = queries[rank < limit]
     judged = set(evaluation.qrels.loc[evaluation.qrels["query_id"].isin(set(queries["query_id"])), "doc_id"])
     bitext_only = queries.groupby(["domain", "language"])["_task"].agg(lambda tasks: set(tasks) == {BITEXT_TASK})
-    corpus = evaluation.corpus.assign(_order=_order_key(seed, _identities(evaluation.corpus, "doc_id")) + evaluation.corpus["doc_id"])
-    corpus = corpus.assign(_judged=corpus["doc_id"].isin(judged)).sort_values(["_judged", "_order"], ascending=[False, True])
+    corpus = evaluation.corpus.assign(_identity=_identities(evaluation.corpus, "doc_id"))
+    corpus = corpus.assign(_order=_order_key(seed, corpus["_identity"]) + corpus["doc_id"])
+    # Judged by identity: every language version of a judged document of the domain, before the cap
+    # fills, so pooled and cross-lingual queries find their translations.
+    judged_doc = corpus["doc_id"].isin(judged)
+    keys = pd.MultiIndex.from_arrays([corpus["domain"], corpus["_identity"]])
+    corpus = corpus.assign(_judged_doc=judged_doc, _judged=keys.isin(keys[judged_doc.to_numpy()]))
+    corpus = corpus.sort_values(["_judged", "_order"], ascending=[False, True])
     kept = []
     for (domain, language), documents in corpus.groupby(["domain", "language"], sort=False):
         if bitext_only.get((domain, language), False):
-            documents = documents[documents["_judged"]]
+            documents = documents[documents["_judged_doc"]]
         elif cap_for(max_corpus, domain):
             documents = documents.head(max(cap_for(max_corpus, domain), int(documents["_judged"].sum())))
         kept.append(documents)
     corpus = pd.concat(kept) if kept else corpus.head(0)
-    helper_columns = ["_identity", "_task", "_order", "_judged"]
+    helper_columns = ["_identity", "_task", "_order", "_judged", "_judged_doc"]
     queries = queries.drop(columns=[c for c in helper_columns if c in queries]).sort_index().reset_index(drop=True)
     corpus = corpus.drop(columns=[c for c in helper_columns if c in corpus]).sort_index().reset_index(drop=True)
     qrels = evaluation.qrels[evaluation.qrels["query_id"].isin(set(queries["query_id"])) & evaluation.qrels["doc_id"].isin(set(corpus["doc_id"]))]
@@ -164,8 +173,11 @@ def query_scope(domain: str, task_type: str, rules: ScopeRules) -> str:
     return IN_DOMAIN
 
 
-def build_subsets(evaluation: EvaluationSet, rules: ScopeRules, scopes: tuple[str, ...] | None = None) -> list[Subset]:
-    """Every subset of every scope in `scopes` (default: the rules' scopes) the data allows."""
+def build_subsets(evaluation: EvaluationSet, rules: ScopeRules, scopes: tuple[str, ...] | None = None,
+                  dropped: dict[str, int] | None = None) -> list[Subset]:
+    """Every subset of every scope in `scopes` (default: the rules' scopes) the data allows.
+    `dropped`, when given, receives per scope the queries left out of pooled and cross-lingual
+    because none of their judged documents' language versions is in that scope's corpus."""
     wanted = set(scopes or rules.scopes)
     queries = evaluation.queries.assign(_identity=_identities(evaluation.queries, "query_id"), _task=_task_types(evaluation.queries))
     queries = queries.assign(_scope=[query_scope(d, t, rules) for d, t in zip(queries["domain"], queries["_task"])])
@@ -197,21 +209,28 @@ def build_subsets(evaluation: EvaluationSet, rules: ScopeRules, scopes: tuple[st
         aligned = aligned[evaluation.queries.loc[aligned.index, "identity"].notna()]
     for domain, domain_queries in aligned.groupby("domain", sort=True):
         documents = corpus[corpus["domain"] == domain]
+        expanded = []
         if POOLED in wanted and documents["language"].nunique() > 1:
-            subsets += _expanded_subsets(POOLED, domain, domain_queries, documents, judged_identities)
+            expanded.append((POOLED, domain_queries, documents))
         pivot_documents = documents[documents["language"] == rules.pivot_language]
         if CROSS_LINGUAL in wanted and not pivot_documents.empty:
-            others = domain_queries[domain_queries["language"] != rules.pivot_language]
-            subsets += _expanded_subsets(CROSS_LINGUAL, domain, others, pivot_documents, judged_identities)
+            expanded.append((CROSS_LINGUAL, domain_queries[domain_queries["language"] != rules.pivot_language], pivot_documents))
+        for scope, scope_queries, scope_documents in expanded:
+            scope_subsets, left_out = _expanded_subsets(scope, domain, scope_queries, scope_documents, judged_identities)
+            subsets += scope_subsets
+            if dropped is not None:
+                dropped[scope] = dropped.get(scope, 0) + left_out
     return subsets
 
 
-def _expanded_subsets(scope: str, domain: str, queries: pd.DataFrame, documents: pd.DataFrame, judged_identities: pd.Series) -> list[Subset]:
+def _expanded_subsets(scope: str, domain: str, queries: pd.DataFrame, documents: pd.DataFrame,
+                      judged_identities: pd.Series) -> tuple[list[Subset], int]:
     """Per query language: the queries against `documents`, every document whose identity is one
-    of the query's judged documents' relevant (a query none of whose documents is there is left out)."""
+    of the query's judged documents' relevant; with the number of queries left out because none of
+    their documents is there."""
     docs_of_identity = documents.groupby("_identity")["doc_id"].agg(list)
     corpus = documents[["doc_id", "text"]].reset_index(drop=True)
-    subsets = []
+    subsets, left_out = [], 0
     for language, group in queries.groupby("language", sort=True):
         rows = [{"query_id": query_id, "doc_id": doc_id, "score": 1}
                 for query_id in group["query_id"]
@@ -219,10 +238,11 @@ def _expanded_subsets(scope: str, domain: str, queries: pd.DataFrame, documents:
                 for doc_id in docs_of_identity.get(identity, [])]
         qrels = pd.DataFrame(rows, columns=["query_id", "doc_id", "score"]).drop_duplicates()
         kept = group[group["query_id"].isin(set(qrels["query_id"]))]
+        left_out += len(group) - len(kept)
         if kept.empty:
             continue
         subsets.append(Subset(scope, domain, language, kept[["query_id", "text"]].reset_index(drop=True), corpus, qrels.reset_index(drop=True)))
-    return subsets
+    return subsets, left_out
 
 
 def _bitext_pairs(queries: pd.DataFrame, qrels: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:
@@ -247,6 +267,20 @@ def subsets_summary(subsets: list[Subset]) -> pd.DataFrame:
     summary = frame.groupby("scope").agg(subsets=("subset", "count"), languages=("language", "nunique"), queries=("queries", "sum"),
                                          largest_corpus=("corpus", "max")).reset_index()
     return summary.sort_values("scope", key=lambda c: c.map(order)).reset_index(drop=True)
+
+
+def relevance_summary(subsets: list[Subset]) -> pd.DataFrame:
+    """Per pooled and cross-lingual subset: its queries, the relevant documents a query has on
+    average, and the share of queries with more than one (a translation besides their own
+    language's version); pooled with one relevant document per query is monolingual retrieval."""
+    rows = []
+    for subset in subsets:
+        if subset.scope not in (POOLED, CROSS_LINGUAL):
+            continue
+        relevant = subset.qrels.groupby("query_id").size().reindex(subset.queries["query_id"], fill_value=0)
+        rows.append({"scope": subset.scope, "subset": subset.name, "queries": len(relevant),
+                     "relevant_per_query": round(float(relevant.mean()), 2), "with_translation": round(float((relevant > 1).mean()), 3)})
+    return pd.DataFrame(rows, columns=["scope", "subset", "queries", "relevant_per_query", "with_translation"])
 
 
 def scored_languages(subsets: list[Subset]) -> list[str]:

@@ -9,7 +9,7 @@ precision used, and the mean per scope."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,14 +18,13 @@ from sentence_transformers import SentenceTransformer
 from .artifact_io import read_json, write_json, write_parquet
 from .encoder import resolve_device, resolve_model_path
 from .evaluation import evaluate_subsets, evaluation_fingerprint
-from .evaluation_scopes import ScopeRules, Subset, build_subsets, sample_evaluation, split_dev, subsets_summary
+from .evaluation_scopes import (DEV_SCOPES, SCOPES, ScopeRules, Subset, build_subsets, relevance_summary, sample_evaluation, split_dev,
+                                subsets_summary)
 from .schema import EvaluationSet
 from .scoring_encoder import ScoringEncoder
 
 
 def scope_rules(evaluation_settings) -> ScopeRules:
-    from .evaluation_scopes import SCOPES
-
     return ScopeRules(tuple(evaluation_settings.held_out_domains), tuple(evaluation_settings.held_out_tasks),
                       evaluation_settings.pivot_language, tuple(evaluation_settings.scopes or SCOPES))
 
@@ -40,25 +39,35 @@ class EvaluationPlan:
     fingerprint: str
     dev_subsets: list[Subset]
     dev_fingerprint: str | None
+    # Per scope, the queries left out of pooled / cross-lingual: none of their documents' versions is in the corpus.
+    dropped: dict[str, int] = field(default_factory=dict)
+    dev_dropped: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
         return subsets_summary(self.subsets)
 
+    def dev_summary(self) -> pd.DataFrame:
+        return subsets_summary(self.dev_subsets)
+
+    def relevance(self) -> pd.DataFrame:
+        return relevance_summary(self.subsets)
+
 
 def plan_evaluation(evaluation: EvaluationSet, evaluation_settings, seed: int = 13) -> EvaluationPlan:
-    """The held-out set split into scored and dev queries, sampled, and turned into scope subsets."""
+    """The held-out set split into scored and dev queries (disjoint by identity, every scope on both
+    sides), sampled, and turned into scope subsets."""
     rules = scope_rules(evaluation_settings)
     scored, dev = split_dev(evaluation, rules, evaluation_settings.dev_fraction)
     scored = sample_evaluation(scored, evaluation_settings.max_queries_per_language, evaluation_settings.max_corpus_per_language, seed)
     settings = {**rules.as_dict(), "max_length": evaluation_settings.max_length, "precision": evaluation_settings.precision}
+    dropped, dev_dropped = {}, {}
+    subsets = build_subsets(scored, rules, dropped=dropped)
     dev_subsets, dev_fingerprint = [], None
     if dev is not None:
-        from .evaluation_scopes import DEV_SCOPES
-
         dev = sample_evaluation(dev, evaluation_settings.dev_max_queries_per_language, evaluation_settings.dev_max_corpus_per_language, seed)
-        dev_subsets = build_subsets(dev, rules, tuple(s for s in DEV_SCOPES if s in rules.scopes))
+        dev_subsets = build_subsets(dev, rules, tuple(s for s in DEV_SCOPES if s in rules.scopes), dropped=dev_dropped)
         dev_fingerprint = evaluation_fingerprint(dev, {**settings, "split": "dev"})
-    return EvaluationPlan(scored, build_subsets(scored, rules), evaluation_fingerprint(scored, settings), dev_subsets, dev_fingerprint)
+    return EvaluationPlan(scored, subsets, evaluation_fingerprint(scored, settings), dev_subsets, dev_fingerprint, dropped, dev_dropped)
 
 
 def model_folder(spec: str) -> str:
@@ -102,14 +111,13 @@ def score_encoder(encoder: ScoringEncoder, subsets: list[Subset], fingerprint: s
     prepared = encoder.counts["encoded"]
     scores, per_query = evaluate_subsets(encoder, subsets, Path(results_dir) / "mteb", batch_size)
     encoder.store.save()
-    subset_means = per_query.groupby(["scope", "domain", "language"])["score"].mean().reset_index()
     summary = {
         "evaluation_fingerprint": fingerprint,
         "model_identity": encoder.identity,
         "max_length": encoder.max_length,
         "precision": encoder.precision,
         "prompts": encoder.prompts,
-        "mean_score": {scope: float(group["score"].mean()) for scope, group in subset_means.groupby("scope")},
+        "mean_score": {scope: float(group["score"].mean()) for scope, group in per_query.groupby("scope")},  # every query weighs the same
         "texts_encoded": encoder.counts["encoded"] - before["encoded"],
         "texts_served_from_store": encoder.counts["served"] - before["served"],
         "texts_from_shared_layers": encoder.counts["from_shared_layers"] - before["from_shared_layers"],
@@ -140,8 +148,24 @@ def read_scores(results_dir: Path, fingerprint: str, what: str) -> tuple[pd.Data
 
 
 def check_comparable(base: dict, tuned: dict) -> None:
-    """Two summaries may be compared only at one evaluation length and precision."""
+    """Two summaries may be compared only at one evaluation length and precision, and with the same
+    prompts (a gain must be the weights', not a prompt's)."""
     for key in ("max_length", "precision"):
         if base.get(key) != tuned.get(key):
             raise ValueError(f"the base model was scored with {key}={base.get(key)} and the checkpoint with {key}={tuned.get(key)}: "
                              "the checkpoint must keep its base's maximum length (or set evaluation.max_length for both)")
+    if _used_prompts(base.get("prompts")) != _used_prompts(tuned.get("prompts")):
+        raise ValueError(f"the base model was scored with the prompts {base.get('prompts')} and the checkpoint with {tuned.get('prompts')}: "
+                         "re-materialize base_model_scores with the recipe's training.query_prefix / passage_prefix")
+
+
+def check_prompts(summary: dict, prompts: dict[str, str] | None, what: str) -> None:
+    """Stored scores may be reused only if they were made with `prompts` (the recipe's, see
+    dagster_defs.evaluation_plan.training_prompts): a changed query_prefix makes them stale."""
+    if _used_prompts(summary.get("prompts")) != _used_prompts(prompts):
+        raise ValueError(f"{what} was scored with the prompts {summary.get('prompts')}, the recipe now uses {prompts}: re-materialize it")
+
+
+def _used_prompts(prompts: dict[str, str] | None) -> dict[str, str]:
+    """The prompts scoring applies (ScoringEncoder: "query" and "document"), empty ones left out."""
+    return {name: text for name, text in (prompts or {}).items() if text and name in ("query", "document")}

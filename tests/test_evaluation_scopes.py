@@ -71,15 +71,25 @@ def test_every_scope_is_built_with_its_own_corpus_and_judgements():
     assert bitext.pairs[["text", "target"]].values.tolist() == [["deutsche Meldung 1", "english message 1"], ["deutsche Meldung 2", "english message 2"]]
 
 
-def test_the_dev_split_is_in_domain_and_never_scored():
-    scored, dev = split_dev(_set(), RULES, dev_fraction=0.5)
+def test_the_dev_split_takes_every_scope_by_identity_and_is_never_scored():
+    evaluation = _set()
+    scored, dev = split_dev(evaluation, RULES, dev_fraction=0.5)
     assert dev is not None and set(dev.queries["query_id"]).isdisjoint(scored.queries["query_id"])
-    # Only trained domains and query forms go to dev: the held-out task, domain and bitext stay scored.
-    assert set(dev.queries["task_type"]) == {"title_retrieval"} and set(dev.queries["domain"]) == {"docs"}
-    assert {"faq:de:4", "q:wiki:1", "q:ui:de:1"} <= set(scored.queries["query_id"])
-    # By identity: a document's queries are on one side in every language.
-    sides = scored.queries.groupby("identity")["query_id"].count()
-    assert all(identity not in sides or sides[identity] == 3 for identity in dev.queries["identity"].unique())
+    assert len(dev.queries) + len(scored.queries) == len(evaluation.queries)
+    # By identity, whatever the scope: a document's queries are on one side in every language.
+    identities = lambda frame: set(frame["identity"].dropna())  # noqa: E731
+    assert identities(dev.queries).isdisjoint(identities(scored.queries))
+    # Every scope can have a dev part: with enough identities, the held-out task, bitext and the held-out domain do too.
+    rows, qrels = [], []
+    for number in range(40):
+        for domain, task in (("docs", "title_retrieval"), ("docs", "question_answering"), ("ui", "bitext"), ("wiki", "summary_retrieval")):
+            rows.append({"query_id": f"{domain}:{task}:{number}", "language": "de", "domain": domain, "text": f"q {number}",
+                         "identity": f"{domain}:{task}:{number}", "task_type": task})
+            qrels.append({"query_id": f"{domain}:{task}:{number}", "doc_id": "d", "score": 1})
+    many = EvaluationSet(pd.DataFrame([{"doc_id": "d", "language": "de", "domain": "docs", "text": "t"}]), pd.DataFrame(rows), pd.DataFrame(qrels))
+    scored, dev = split_dev(many, RULES, dev_fraction=0.25)
+    assert set(dev.queries["task_type"]) == {"title_retrieval", "question_answering", "bitext", "summary_retrieval"}
+    assert 0.1 < len(dev.queries) / len(many.queries) < 0.4
 
 
 def test_sampling_keeps_every_judged_document_and_draws_the_same_documents_in_every_language():
@@ -140,3 +150,70 @@ def test_caps_may_differ_per_domain():
     assert docs.groupby(["language", "task_type"]).size().max() == 1
     assert sample.corpus[sample.corpus["domain"] == "docs"].groupby("language").size().max() == 2
     assert cap_for({"default": 5, "wiki": None}, "wiki") is None and cap_for(7, "anything") == 7
+
+
+def _deep_translations(languages: int = 6, documents: int = 60) -> EvaluationSet:
+    """English has every document; each other language a different small share of them, so their
+    documents sit anywhere in English's hash order (as a small language's pages do)."""
+    corpus, queries, qrels = [], [], []
+    for number in range(documents):
+        corpus.append({"doc_id": f"en:{number}", "language": "en", "domain": "docs", "text": f"en {number}", "identity": f"docs:{number}"})
+    for index in range(languages):
+        language = f"l{index}"
+        for number in range(index, documents, languages):  # disjoint identities per language
+            corpus.append({"doc_id": f"{language}:{number}", "language": language, "domain": "docs", "text": f"{language} {number}",
+                           "identity": f"docs:{number}"})
+            queries.append({"query_id": f"q:{language}:{number}", "language": language, "domain": "docs", "text": f"{language} q {number}",
+                            "identity": f"docs:{number}", "task_type": "title_retrieval"})
+            qrels.append({"query_id": f"q:{language}:{number}", "doc_id": f"{language}:{number}", "score": 1})
+    return EvaluationSet(pd.DataFrame(corpus), pd.DataFrame(queries), pd.DataFrame(qrels))
+
+
+def test_every_language_version_of_a_judged_document_is_in_the_corpus_before_the_cap_fills():
+    sample = sample_evaluation(_deep_translations(), max_queries=5, max_corpus=8, seed=3)
+    dropped = {}
+    subsets = build_subsets(sample, ScopeRules(pivot_language="en"), ("pooled", "cross-lingual"), dropped=dropped)
+    # Every sampled query keeps its English version: in the pooled corpus and as the cross-lingual target.
+    english = set(sample.corpus.loc[sample.corpus["language"] == "en", "identity"])
+    assert set(sample.queries["identity"]) <= english
+    cross = [s for s in subsets if s.scope == "cross-lingual"]
+    assert sum(len(s.queries) for s in cross) == len(sample.queries) and dropped == {"pooled": 0, "cross-lingual": 0}
+    for subset in (s for s in subsets if s.scope == "pooled"):
+        relevant = subset.qrels.groupby("query_id").size()
+        assert (relevant == 2).all() and len(relevant) == len(subset.queries)  # its own version and the English one
+    # The cap still holds where nothing more is judged, and every judged document is there.
+    assert sample.corpus.groupby("language").size().drop("en").max() <= 8
+
+
+def test_a_query_without_a_pivot_version_is_dropped_from_cross_lingual_and_counted():
+    evaluation = _deep_translations(languages=2, documents=10)
+    corpus = evaluation.corpus[~((evaluation.corpus["language"] == "en") & (evaluation.corpus["identity"] == "docs:0"))]
+    dropped = {}
+    subsets = build_subsets(EvaluationSet(corpus, evaluation.queries, evaluation.qrels), ScopeRules(pivot_language="en"), dropped=dropped)
+    cross = {q for s in subsets if s.scope == "cross-lingual" for q in s.queries["query_id"]}
+    assert "q:l0:0" not in cross and dropped["cross-lingual"] == 1 and dropped["pooled"] == 0
+    from retrofit_pipeline.evaluation_scopes import relevance_summary
+
+    summary = relevance_summary(subsets).set_index(["scope", "subset"])
+    assert summary.loc[("pooled", "docs.l0"), "relevant_per_query"] == pytest.approx((1 + 2 * 4) / 5)
+    assert summary.loc[("cross-lingual", "docs.l1"), "relevant_per_query"] == 1.0
+
+
+def test_a_scope_mean_weighs_queries_so_a_one_query_subset_cannot_carry_it():
+    rng = np.random.default_rng(1)
+    base = pd.DataFrame({"scope": "cross-lingual", "domain": "d", "language": ["uk"] + ["de"] * 200,
+                         "query_id": [f"q{i}" for i in range(201)], "score": rng.uniform(0.2, 0.8, 201)})
+    tuned = base.copy()
+    tuned.loc[0, "score"] += 0.57  # the 1-query subset at a large gain
+    tuned.loc[1:, "score"] = np.clip(base.loc[1:, "score"] + rng.normal(0, 0.1, 200), 0, 1)  # the 200-query subset: noise around zero
+    comparison = paired_comparison(base, tuned)
+    mean = scope_means(comparison)["cross-lingual"]
+    subsets = comparison[comparison["domain"] != "mean"].set_index("language")
+    assert mean["gain"] == pytest.approx((0.57 + 200 * subsets.loc["de", "gain"]) / 201)
+    assert mean["ci_low"] < 0 < mean["ci_high"]  # equal weights would give a narrow interval around +0.28
+    assert mean["ci_high"] - mean["ci_low"] > 0.9 * (subsets.loc["de", "ci_high"] - subsets.loc["de", "ci_low"])
+    assert mean["base"] == pytest.approx(base["score"].mean()) and mean["retrofitted"] == pytest.approx(tuned["score"].mean())
+    from retrofit_pipeline.comparison import comparison_markdown
+
+    assert "Scope means weigh queries" in comparison_markdown(comparison, means_only=True)
+    assert "cross-lingual 1 subsets, 1 of 201 queries" in comparison_markdown(comparison, means_only=True)
