@@ -3,11 +3,13 @@ intervals, and the mean of every scope a user decides on (in-domain, held-out ta
 pooled, cross-lingual, bitext; see evaluation_scopes.py).
 
 Both models' per-query scores (nDCG@10; a sentence's share of F1 for bitext mining) are paired by
-query; each bootstrap resample draws the queries of every (scope, domain, language) subset with
-replacement, independently per subset, and recomputes the subset's mean difference and the mean
-over the scope's subsets. The interval is the percentile interval of those resampled differences:
-if it excludes zero, the difference is not query-sampling noise (it says nothing about
-seed-to-seed training noise)."""
+query. A scope's mean weighs queries, not subsets: it is the mean over all its queries, i.e. each
+(domain, language) subset weighs by its number of queries, so a 1-query subset counts as one query
+and not as much as a 120-query one. Each bootstrap resample draws the queries of every subset with
+replacement, independently per subset (stratified), and recomputes each subset's mean difference
+and the query-weighted mean of the scope. The interval is the percentile interval of those
+resampled differences: if it excludes zero, the difference is not query-sampling noise (it says
+nothing about seed-to-seed training noise)."""
 
 from __future__ import annotations
 
@@ -41,19 +43,22 @@ def paired_comparison(base: pd.DataFrame, tuned: pd.DataFrame, resamples: int = 
     for (scope, domain, language), group in merged.groupby(SUBSET, sort=True):
         difference = (group["score_tuned"] - group["score_base"]).to_numpy()
         draws = difference[rng.integers(0, len(difference), size=(resamples, len(difference)))].mean(axis=1)
-        resampled_by_scope.setdefault(scope, []).append(draws)
+        resampled_by_scope.setdefault(scope, []).append((len(difference), draws))
         rows.append({
             "scope": scope, "domain": domain, "language": language, "queries": len(group),
             "base": group["score_base"].mean(), "retrofitted": group["score_tuned"].mean(), "gain": difference.mean(),
             "ci_low": np.quantile(draws, alpha), "ci_high": np.quantile(draws, 1 - alpha),
         })
     table = pd.DataFrame(rows)
-    for scope, draws in resampled_by_scope.items():
+    for scope, sized_draws in resampled_by_scope.items():
         subsets = table[table["scope"] == scope]
-        mean_draws = np.mean(draws, axis=0)  # the mean over subsets, per resample
+        sizes = np.array([size for size, _ in sized_draws], dtype=float)
+        mean_draws = np.average(np.stack([draws for _, draws in sized_draws]), axis=0, weights=sizes)  # per resample, weighing queries
+        weights = subsets["queries"].to_numpy(dtype=float)
         rows.append({
             "scope": scope, "domain": "mean", "language": "mean", "queries": int(subsets["queries"].sum()),
-            "base": subsets["base"].mean(), "retrofitted": subsets["retrofitted"].mean(), "gain": subsets["gain"].mean(),
+            "base": np.average(subsets["base"], weights=weights), "retrofitted": np.average(subsets["retrofitted"], weights=weights),
+            "gain": np.average(subsets["gain"], weights=weights),
             "ci_low": np.quantile(mean_draws, alpha), "ci_high": np.quantile(mean_draws, 1 - alpha),
         })
     order = {scope: i for i, scope in enumerate(SCOPES)}
@@ -71,8 +76,25 @@ def scope_means(comparison: pd.DataFrame) -> dict[str, dict[str, float]]:
             for row in means.itertuples()}
 
 
+SMALL_SUBSET = 20  # queries: a subset below this is shown in the caption with its share of its scope's mean
+
+
+def means_caption(comparison: pd.DataFrame) -> str:
+    """How the scope means are made, and how much of each rests on small subsets."""
+    subsets = comparison[comparison["domain"] != "mean"]
+    small = subsets[subsets["queries"] < SMALL_SUBSET].groupby("scope")["queries"].agg(["count", "sum"])
+    total = subsets.groupby("scope")["queries"].sum()
+    order = {scope: i for i, scope in enumerate(SCOPES)}
+    parts = [f"{scope} {int(small.loc[scope, 'count'])} subsets, {int(small.loc[scope, 'sum'])} of {int(total[scope])} queries"
+             for scope in sorted(small.index, key=lambda s: order.get(s, len(order)))]
+    return ("Scope means weigh queries: each is the mean over all the scope's queries (a subset weighs by its number of "
+            "queries; the interval resamples queries within each subset). "
+            + (f"Subsets under {SMALL_SUBSET} queries: " + "; ".join(parts) + "." if parts else f"No subset has under {SMALL_SUBSET} queries."))
+
+
 def comparison_markdown(comparison: pd.DataFrame, labels: tuple[str, str] = ("base", "retrofitted"), means_only: bool = False) -> str:
-    """The score table users read: per subset and per scope mean, with the 95 % interval of the gain."""
+    """The score table users read: per subset and per scope mean, with the 95 % interval of the gain
+    (the means-only table is followed by its caption, `means_caption`)."""
     table = comparison[comparison["domain"] == "mean"].copy() if means_only else comparison.copy()
     table.insert(1, "metric", table["scope"].map(metric_of))
     table["gain"] = [f"{gain:+.4f}" for gain in table["gain"]]
@@ -87,13 +109,16 @@ def comparison_markdown(comparison: pd.DataFrame, labels: tuple[str, str] = ("ba
     else:
         table.loc[table["domain"] == "mean", ["domain", "language"]] = ["**mean**", ""]
     # disable_numparse: the cells are formatted already (tabulate would drop the "+" of a gain)
-    return table.to_markdown(index=False, disable_numparse=True)
+    markdown = table.to_markdown(index=False, disable_numparse=True)
+    return markdown + "\n\n" + means_caption(comparison) if means_only else markdown
 
 
 def scores_markdown(scores: pd.DataFrame) -> str:
-    """One model's scores per scope and subset, with a mean per scope (the base model's table)."""
-    table = scores[SUBSET + ["metric", "main_score"]].copy()
-    means = table.groupby("scope", sort=False).agg(metric=("metric", "first"), main_score=("main_score", "mean")).reset_index()
+    """One model's scores per scope and subset, with a mean per scope over its queries (the base model's table)."""
+    table = scores[SUBSET + ["metric", "queries", "main_score"]].copy()
+    weighted = table.assign(_weighted=table["main_score"] * table["queries"])
+    means = weighted.groupby("scope", sort=False).agg(metric=("metric", "first"), queries=("queries", "sum"), _weighted=("_weighted", "sum")).reset_index()
+    means = means.assign(main_score=means["_weighted"] / means["queries"]).drop(columns="_weighted")
     means = means.assign(domain="**mean**", language="")
     order = {scope: i for i, scope in enumerate(SCOPES)}
     table = pd.concat([table.assign(_last=0), means.assign(_last=1)])
