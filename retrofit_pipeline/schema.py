@@ -27,12 +27,21 @@ GIVEN_NEGATIVES = "given_negatives"
 # source's hold-out split uses it. Passages of the same document, in any language (its translations
 # above all), are correct answers: never mined or trained as negatives.
 IDENTITY = "identity"
+# Optional: the language-independent identity of the positive PASSAGE itself, not its document
+# ("documents:guide.md#2.0", see passage_identity): set only where the source knows the passage is
+# the same in each of its translations (aligned sections, a message and its translations), None
+# elsewhere. Rows sharing it have translations of one passage as positives; IDENTITY still keeps
+# the document's other passages from being mined as negatives.
+PASSAGE_IDENTITY = "passage_identity"
+OPTIONAL_PAIR_COLUMNS = [GIVEN_NEGATIVES, IDENTITY, PASSAGE_IDENTITY]
 CORPUS_COLUMNS = ["doc_id", "language", "domain", "text"]
 QUERY_COLUMNS = ["query_id", "language", "domain", "text"]
-# Optional evaluation columns: `identity` names a document (or a query's document) the same way in
-# every language (a man page "open.2", a manual section, an article), so translations can be judged
-# relevant in pooled and cross-lingual retrieval; `task_type` is a query's form (one of TASK_TYPES),
-# so a task kept out of training can be scored on its own.
+# Optional evaluation columns: `identity` names a corpus passage (or a query's judged passage) the
+# same way in every language (a man page "open.2", a manual section, an article, a passage of an
+# aligned document), so translations can be judged relevant in pooled and cross-lingual retrieval
+# (None: no translation can be judged, the query is scored in its own language only);
+# `task_type` is a query's form (one of TASK_TYPES), so a task kept out of training can be scored
+# on its own.
 OPTIONAL_CORPUS_COLUMNS = ["identity"]
 OPTIONAL_QUERY_COLUMNS = ["identity", "task_type"]
 QREL_COLUMNS = ["query_id", "doc_id", "score"]
@@ -184,6 +193,12 @@ def _check_unique(frame: pd.DataFrame, column: str, source: str) -> None:
         raise DataValidationError(source, row, column, f"duplicate id {frame[column].iloc[row]!r}")
 
 
+def passage_identity(document_identity: str, passage: object) -> str:
+    """One passage of a document, the same in every language: "<document identity>#<passage>"
+    ("documents:guide.md#2.0", "manpages:ls.1#NAME"); see PASSAGE_IDENTITY."""
+    return f"{document_identity}#{passage}"
+
+
 def derived_query_id(language: str, query: str) -> str:
     """The query identity of a row whose source gives none: equal normalized texts are one query."""
     from .dedup import normalize_text
@@ -207,9 +222,10 @@ def validate_pairs(frame: pd.DataFrame, source: str, row_names: list | None = No
     frame = frame.reset_index(drop=True).copy()
     if "query_id" not in frame.columns:
         frame["query_id"] = None
-    frame = frame[PAIR_COLUMNS + [c for c in (GIVEN_NEGATIVES, IDENTITY) if c in frame.columns]]
-    if IDENTITY in frame.columns:  # sources without identities leave it empty (None)
-        frame[IDENTITY] = [value if isinstance(value, str) and value.strip() else None for value in frame[IDENTITY]]
+    frame = frame[PAIR_COLUMNS + [c for c in OPTIONAL_PAIR_COLUMNS if c in frame.columns]]
+    for column in (IDENTITY, PASSAGE_IDENTITY):  # rows (or sources) without one leave it empty: None
+        if column in frame.columns:
+            frame[column] = [value if isinstance(value, str) and value.strip() else None for value in frame[column]]
     problems = _Problems(source, row_names)
     for column in ("pair_id", "task_type", "domain", "source"):
         for row, value in enumerate(frame[column]):

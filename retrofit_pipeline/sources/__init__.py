@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..schema import MAX_REPORTED_PROBLEMS, DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
+from ..schema import IDENTITY, MAX_REPORTED_PROBLEMS, PASSAGE_IDENTITY, DataValidationError, EvaluationSet, validate_evaluation_set, validate_pairs
 from . import huggingface
 
 LOCAL_PAIR_SUFFIXES = (".jsonl", ".parquet")
@@ -222,8 +222,9 @@ def load_raw_sources(
     if not frames:
         raise ValueError("no raw sources configured (raw_sources is empty)")
     pairs = validate_pairs(pd.concat(frames, ignore_index=True), "raw sources (combined)")
-    if "identity" not in pairs.columns:  # no source names documents: every row is its own
-        pairs["identity"] = None
+    for column in (IDENTITY, PASSAGE_IDENTITY):  # no source names documents (or passages): every row is its own
+        if column not in pairs.columns:
+            pairs[column] = None
     if evaluation_specs:
         held_out = [huggingface.load_hf_retrieval(spec) for spec in evaluation_specs]
     if not held_out:

@@ -25,6 +25,12 @@ section in every language. The pairs (domain "system-docs", source "debian-docs"
 - inverse_cloze            first sentence of a paragraph -> the rest of it (up to 3 per section)
 - cross_lingual_retrieval  English heading -> the aligned translated section's first paragraph
 
+A pair's identity is its section's; its passage_identity names the paragraph itself
+(`system-docs:<uid>#<n>`, the section's n-th paragraph as written), given only where the section
+is aligned and has as many paragraphs as its English original: the translations are made
+paragraph by paragraph, so there paragraph n is the same in every language, whichever paragraphs
+the filtering rules below drop in one of them.
+
 Held-out evaluation: whole sections, by a hash of their language-independent identity
 (debian_manpages.is_evaluation_page), in every language; per language, each held-out section's
 heading must find its first paragraph among the held-out first paragraphs.
@@ -59,7 +65,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..dedup import normalize_text
-from ..schema import DataValidationError, EvaluationSet, derived_query_id, validate_evaluation_set, validate_pairs
+from ..schema import DataValidationError, EvaluationSet, derived_query_id, passage_identity, validate_evaluation_set, validate_pairs
 from .debian_manpages import _split_first_sentence, _truncate, is_evaluation_page
 from .registry import fetch_debian_packages
 
@@ -160,6 +166,10 @@ class Section:
     heading: str
     passages: tuple[str, ...]  # kept paragraphs, in order
     path: str
+    # Each passage's place among the section's paragraphs as written, where the section is aligned
+    # and has as many paragraphs as its English original (paragraph n is the same in every
+    # language); None elsewhere.
+    paragraph_numbers: tuple[int, ...] | None = None
 
 
 def iso_language(tag: str) -> str:
@@ -429,11 +439,13 @@ def load_sections(files: list[DocFile], dropped: Counter) -> list[Section]:
     english_headings: dict[str, set[str]] = defaultdict(set)
     english_heading_of: dict[str, str] = {}
     english_anchors: dict[str, tuple] = {}
+    english_paragraph_count: dict[str, int] = {}
     for file, raw_sections in raw_by_file:
         if file.language == "en":
             english_anchors[f"{file.collection}:{file.page}"] = tuple(raw.anchor for raw in raw_sections)
             for ordinal, raw in enumerate(raw_sections):
                 uid = _identity(file, raw, ordinal, True)[0]
+                english_paragraph_count.setdefault(uid, len(raw.paragraphs))  # a repeated uid: the first, as kept below
                 for paragraph in raw.paragraphs:
                     english_paragraphs[file.collection].add(normalize_text(paragraph.text))
                     english_words_of_section[uid].append(_words(paragraph.text))
@@ -455,7 +467,7 @@ def load_sections(files: list[DocFile], dropped: Counter) -> list[Section]:
             seen.add((file.language, uid))
             dropped["code_block"] += raw.code_blocks
             english_words = english_words_of_section[uid] if aligned else english_words_of_page[f"{file.collection}:{file.page}"]
-            passages = []
+            passages, numbers = [], []
             for index, paragraph in enumerate(raw.paragraphs):
                 if paragraph.code_share > MAX_CODE_SHARE:
                     dropped["command_paragraph"] += 1
@@ -469,6 +481,7 @@ def load_sections(files: list[DocFile], dropped: Counter) -> list[Section]:
                     dropped["partly_untranslated_paragraph"] += 1
                 else:
                     passages.append(paragraph.text)
+                    numbers.append(index)
             if not passages:
                 dropped["section_without_passage"] += 1
                 continue
@@ -480,7 +493,9 @@ def load_sections(files: list[DocFile], dropped: Counter) -> list[Section]:
             elif translated and _heading_is_untranslated(heading, english_heading, passages[0]):
                 dropped["untranslated_heading"] += 1
                 heading = ""
-            sections.append(Section(uid, split_key, aligned, file.collection, file.language, heading, tuple(passages), str(file.path)))
+            same_paragraphs = aligned and english_paragraph_count.get(uid) == len(raw.paragraphs)
+            sections.append(Section(uid, split_key, aligned, file.collection, file.language, heading, tuple(passages), str(file.path),
+                                    tuple(numbers) if same_paragraphs else None))
     return sections
 
 
@@ -501,6 +516,7 @@ def build_pairs(sections: list[Section]) -> pd.DataFrame:
             "query": query, "positive": _truncate(positive),
             "language": query_language, "passage_language": section.language,
             "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME, "identity": section_identity(section, training=True),
+            "passage_identity": paragraph_identity(section, index),  # the positive is (part of) passage `index`
         })
 
     for section in sections:
@@ -524,6 +540,14 @@ def section_identity(section: Section, training: bool = False) -> str | None:
     if section.aligned:
         return f"{DOMAIN}:{section.uid}"
     return f"{DOMAIN}:{section.split_key}" if training else None
+
+
+def paragraph_identity(section: Section, index: int) -> str | None:
+    """The section's passage `index` in every language ("system-docs:reference:ch02#_anchor#1": its
+    second paragraph as written), where the section is aligned paragraph by paragraph; else None."""
+    if section.paragraph_numbers is None:
+        return None
+    return passage_identity(section_identity(section), section.paragraph_numbers[index])
 
 
 def build_evaluation_set(sections: list[Section], dropped: Counter) -> EvaluationSet:
@@ -565,10 +589,12 @@ def _without_held_out_paragraphs(train: list[Section], held_out: list[Section], 
     held_out_paragraphs = {(s.language, p) for s in held_out for p in s.passages}
     kept = []
     for section in train:
-        passages = tuple(p for p in section.passages if (section.language, p) not in held_out_paragraphs)
-        dropped["paragraph_also_held_out"] += len(section.passages) - len(passages)
-        if passages:
-            kept.append(replace(section, passages=passages))
+        indexes = [i for i, p in enumerate(section.passages) if (section.language, p) not in held_out_paragraphs]
+        dropped["paragraph_also_held_out"] += len(section.passages) - len(indexes)
+        if indexes:
+            numbers = section.paragraph_numbers
+            kept.append(replace(section, passages=tuple(section.passages[i] for i in indexes),
+                                paragraph_numbers=None if numbers is None else tuple(numbers[i] for i in indexes)))
     return kept
 
 

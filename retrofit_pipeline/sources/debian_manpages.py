@@ -12,6 +12,13 @@ gives natural training and evaluation pairs:
 
 Pages are split into train and evaluation by a hash of the page name (e.g. "open.2"), so no
 page, in any language, is on both sides.
+
+A pair's identity is its page's ("manpages:open.2"); its passage_identity names the positive
+itself: the English NAME one-liner of bitext rows ("manpages:open.2#NAME"), or a DESCRIPTION
+paragraph ("manpages:open.2#DESCRIPTION.1") where the page's DESCRIPTION has as many paragraphs as
+the English page's. Translations are made paragraph by paragraph, but a translated page can be of
+another upstream version than the English one, which a different paragraph count shows: there it
+is None.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..dedup import normalize_text
-from ..schema import EvaluationSet, validate_evaluation_set, validate_pairs
+from ..schema import EvaluationSet, passage_identity, validate_evaluation_set, validate_pairs
 from .groff import ParsedManPage, parse_man, read_page
 from .registry import fetch_debian_packages
 
@@ -62,6 +69,10 @@ class ManPage:
     summary: str
     paragraphs: tuple[str, ...]
     path: str
+    # Each paragraph's place among the DESCRIPTION's paragraphs as parsed (short ones are not kept),
+    # and how many those are: what aligns a paragraph with the English page's (paragraph_identity).
+    paragraph_numbers: tuple[int, ...] = ()
+    description_paragraphs: int = 0
 
 
 def fetch_packages(packages: list[str], destination: Path) -> Path:
@@ -93,10 +104,12 @@ def _to_man_page(parsed: ParsedManPage, key: str, language: str, path: Path) -> 
     match = _NAME_DASH_RE.search(name_text)
     summary = name_text[match.end():].strip() if match else ""
     description = _find_description(parsed.sections[1:])
-    paragraphs = tuple(p for p in (description.paragraphs if description else []) if len(p) >= 20)
+    parsed_paragraphs = description.paragraphs if description else []
+    numbers = tuple(n for n, p in enumerate(parsed_paragraphs) if len(p) >= 20)
     if not summary:
         return None
-    return ManPage(key=key, language=language, summary=summary, paragraphs=paragraphs, path=str(path))
+    return ManPage(key=key, language=language, summary=summary, paragraphs=tuple(parsed_paragraphs[n] for n in numbers), path=str(path),
+                   paragraph_numbers=numbers, description_paragraphs=len(parsed_paragraphs))
 
 
 def load_manpages(man_root: Path, languages: list[str] | None = None) -> list[ManPage]:
@@ -156,6 +169,7 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
             "query": query, "positive": _truncate(positive),
             "language": query_language, "passage_language": page.language,
             "task_type": task, "domain": DOMAIN, "source": SOURCE_NAME, "identity": page_identity(page.key),
+            "passage_identity": paragraph_identity(page, english.get(page.key), index),  # the positive is (part of) paragraph `index`
         })
 
     for page in pages:
@@ -173,6 +187,7 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
                     "query": page.summary, "positive": source_page.summary,
                     "language": page.language, "passage_language": "en",
                     "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME, "identity": page_identity(page.key),
+                    "passage_identity": passage_identity(page_identity(page.key), "NAME"),  # the English one-liner
                 })
             if page.paragraphs:
                 add("cross_lingual_retrieval", page, source_page.summary, page.paragraphs[0], "en")
@@ -182,6 +197,14 @@ def build_pairs(pages: list[ManPage]) -> pd.DataFrame:
 def page_identity(key: str) -> str:
     """A page in every language ("manpages:open.2"): its translations are the same document."""
     return f"{DOMAIN}:{key}"
+
+
+def paragraph_identity(page: ManPage, english: ManPage | None, index: int) -> str | None:
+    """The page's DESCRIPTION paragraph `index` in every language ("manpages:ls.1#DESCRIPTION.1"),
+    where the DESCRIPTION has as many paragraphs as the English page's (module docstring); else None."""
+    if english is None or index >= len(page.paragraph_numbers) or page.description_paragraphs != english.description_paragraphs:
+        return None
+    return passage_identity(page_identity(page.key), f"DESCRIPTION.{page.paragraph_numbers[index]}")
 
 
 def build_evaluation_set(pages: list[ManPage], dropped: Counter | None = None) -> EvaluationSet:

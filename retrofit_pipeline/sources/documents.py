@@ -30,6 +30,15 @@ by its heading when it opens a titled section, else by its inverse-cloze sentenc
 holds the passage without that sentence, as training sees it); a query text that two held-out
 passages of a language share names neither and is dropped (counted).
 
+Identities: every pair carries its document's (`documents:<doc_id>`, the same in every language),
+so no passage of a document is mined as another's negative. A passage's own identity
+(`documents:<doc_id>#<section>.<passage>`: the pairs' passage_identity, and the evaluation's
+identity, by which translations are judged relevant) is given only where the translations align:
+every language version has as many sections, and that section's passages hold the same paragraphs
+(whole ones, not a long paragraph's sentence windows), so passage n of the section is the same text
+in every language. Elsewhere it is None: the evaluation then judges only the passage's own
+language version (scored monolingually, not in the pooled and cross-lingual scopes).
+
 Bad input is reported in one error listing every bad file and line (not UTF-8, unparsable JSON, a
 row without text, a wrong type, an unknown or undetectable language, a duplicate doc_id); nothing is
 returned, so nothing is written.
@@ -40,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -49,7 +58,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..dedup import normalize_text
-from ..schema import ISO_639_1, MAX_REPORTED_PROBLEMS, DataValidationError, EvaluationSet, is_blank, validate_evaluation_set, validate_pairs
+from ..schema import (
+    ISO_639_1, MAX_REPORTED_PROBLEMS, DataValidationError, EvaluationSet, is_blank, passage_identity, validate_evaluation_set, validate_pairs,
+)
 from .debian_manpages import is_evaluation_page
 
 SOURCE_NAME = "documents"
@@ -100,6 +111,9 @@ class Passage:
     text: str
     heading: str | None  # the title or heading of the section it opens; None inside a section
     held_out: bool
+    # "<section>.<passage in section>" where every language version of the document is laid out
+    # alike there (_aligned_sections), so this names the same passage in each; else None.
+    position: str | None = None
 
 
 class _Problems:
@@ -534,24 +548,51 @@ def _windows(paragraph: str, max_tokens: int) -> list[str]:
     return _pack_pieces(pieces, max_tokens)
 
 
-def _pack_pieces(pieces: list[str], max_tokens: int) -> list[str]:
-    """Consecutive pieces joined greedily into windows of at most max_tokens tokens."""
-    windows, current, size = [], [], 0
-    for piece in pieces:
+def _pack(pieces: list[str], max_tokens: int) -> list[list[int]]:
+    """Consecutive pieces grouped greedily into windows of at most max_tokens tokens (each window
+    as the indexes of its pieces)."""
+    windows, size = [], 0
+    for index, piece in enumerate(pieces):
         tokens = count_tokens(piece)
-        if current and size + tokens > max_tokens:
-            windows.append(_join(current))
-            current, size = [], 0
-        current.append(piece)
+        if not windows or size + tokens > max_tokens:
+            windows.append([])
+            size = 0
+        windows[-1].append(index)
         size += tokens
-    if current:
-        windows.append(_join(current))
     return windows
+
+
+def _pack_pieces(pieces: list[str], max_tokens: int) -> list[str]:
+    return [_join([pieces[i] for i in window]) for window in _pack(pieces, max_tokens)]
+
+
+def section_windows(paragraphs: list[str], max_tokens: int) -> list[tuple[str, tuple[int, ...] | None]]:
+    """Consecutive paragraphs packed into windows of at most max_tokens tokens, each with the
+    paragraphs it holds (their indexes in the section), or None when it holds a piece of a
+    paragraph cut at sentence ends: where a translation's cut falls is not known to match."""
+    pieces, paragraph_of = [], []
+    for number, paragraph in enumerate(paragraphs):
+        windows = _windows(paragraph, max_tokens)
+        pieces += windows
+        paragraph_of += [number if len(windows) == 1 else None] * len(windows)
+    packed = []
+    for window in _pack(pieces, max_tokens):
+        held = tuple(paragraph_of[i] for i in window)
+        packed.append((_join([pieces[i] for i in window]), None if None in held else held))
+    return packed
 
 
 def section_passages(paragraphs: list[str], max_tokens: int) -> list[str]:
     """Consecutive paragraphs packed into windows of at most max_tokens tokens."""
-    return _pack_pieces([window for paragraph in paragraphs for window in _windows(paragraph, max_tokens)], max_tokens)
+    return [text for text, _ in section_windows(paragraphs, max_tokens)]
+
+
+def _aligned_sections(layouts: list[list[list]]) -> set[int]:
+    """The sections (indexes) where every language version of a document is laid out alike: all
+    versions have as many sections, and this one's windows hold the same paragraphs in each."""
+    if len({len(layout) for layout in layouts}) != 1:
+        return set()
+    return {index for index, section in enumerate(layouts[0]) if all(layout[index] == section for layout in layouts)}
 
 
 def build_passages(documents: list[RawDocument], spec: dict) -> tuple[list[Passage], Counter]:
@@ -560,19 +601,26 @@ def build_passages(documents: list[RawDocument], spec: dict) -> tuple[list[Passa
     eval_fraction = float(spec.get("eval_fraction", DEFAULT_EVAL_FRACTION))
     passages: list[Passage] = []
     dropped = Counter()
-    for document in documents:
+    windows_of = [[section_windows(paragraphs, max_tokens) for _, paragraphs in document.sections] for document in documents]
+    layouts = defaultdict(list)  # doc_id -> per language version, per section, what each window holds
+    for document, sections in zip(documents, windows_of):
+        layouts[document.doc_id].append([[held for _, held in windows] for windows in sections])
+    for document, sections in zip(documents, windows_of):
         held_out = is_evaluation_page(document.doc_id, eval_fraction)
+        aligned = _aligned_sections(layouts[document.doc_id])
         number = 0
-        for index, (heading, paragraphs) in enumerate(document.sections):
+        for index, ((heading, _), windows) in enumerate(zip(document.sections, sections)):
             label = heading if heading is not None else (document.title if index == 0 else None)
             first = True
-            for text in section_passages(paragraphs, max_tokens):
+            # A window's place counts the short ones dropped, so a drop in one language shifts no other.
+            for place, (text, held) in enumerate(windows):
                 if len(text) < min_chars:
                     dropped["short_passage"] += 1
                     continue
                 query_heading = label if first and label and normalize_text(label) != normalize_text(text) else None
+                position = f"{index}.{place}" if index in aligned and held is not None else None
                 passages.append(Passage(f"{document.doc_id}@{document.language}#{number}", document.doc_id, document.language, text,
-                                        query_heading, held_out))
+                                        query_heading, held_out, position))
                 number += 1
                 first = False
     return passages, dropped
@@ -597,15 +645,17 @@ def build_pairs(passages: list[Passage], source: str, domain: str) -> pd.DataFra
     for passage in passages:
         if passage.held_out:
             continue
-        identity = document_identity(source, passage.doc_id)
+        identities = {"identity": document_identity(source, passage.doc_id), "passage_identity": aligned_passage_identity(source, passage)}
         if passage.heading:
             rows.append({"pair_id": f"{source}:title:{passage.passage_id}", "query": passage.heading, "positive": passage.text,
-                         "language": passage.language, "task_type": "title_retrieval", "identity": identity})
+                         "language": passage.language, "task_type": "title_retrieval", **identities})
         split = cloze_split(passage)
         if split:
+            # The positive is the passage less one sentence, chosen per language (cloze_split hashes
+            # the language's passage id): the translations lack different sentences, the passage is the same.
             rows.append({"pair_id": f"{source}:cloze:{passage.passage_id}", "query": split[0], "positive": split[1],
-                         "language": passage.language, "task_type": "inverse_cloze", "identity": identity})
-    frame = pd.DataFrame(rows, columns=["pair_id", "query", "positive", "language", "task_type", "identity"])
+                         "language": passage.language, "task_type": "inverse_cloze", **identities})
+    frame = pd.DataFrame(rows, columns=["pair_id", "query", "positive", "language", "task_type", "identity", "passage_identity"])
     return frame.assign(passage_language=frame["language"], domain=domain, source=source)
 
 
@@ -617,7 +667,8 @@ def build_evaluation(passages: list[Passage], source: str, domain: str, dropped:
             split = cloze_split(passage)
             if split:
                 (query, text), task = split, "inverse_cloze"
-        identity = document_identity(source, passage.doc_id)
+        # Judged by passage, not document: a query about one section is not answered by the others.
+        identity = aligned_passage_identity(source, passage)
         corpus.append({"doc_id": passage.passage_id, "language": passage.language, "domain": domain, "text": text, "identity": identity})
         if query:
             queries.append({"query_id": f"{source}:q:{passage.passage_id}", "language": passage.language, "domain": domain,
@@ -638,6 +689,12 @@ def build_evaluation(passages: list[Passage], source: str, domain: str, dropped:
 def document_identity(source: str, doc_id: str) -> str:
     """A document in every language ("documents:guide.md"): its translations are the same document."""
     return f"{source}:{doc_id}"
+
+
+def aligned_passage_identity(source: str, passage: Passage) -> str | None:
+    """The passage in every language ("documents:guide.md#1.0": section 1, its first passage), where
+    the document's translations align there (Passage.position); None elsewhere."""
+    return passage_identity(document_identity(source, passage.doc_id), passage.position) if passage.position else None
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -664,12 +721,14 @@ def load_passages(spec: dict) -> tuple[list[Passage], dict, Counter]:
 
 def training_passages(spec: dict) -> pd.DataFrame:
     """The training split's passages (what the synthetic_queries asset generates queries for):
-    passage_id, identity, language, text, source, domain."""
+    passage_id, identity, passage_identity, language, text, source, domain."""
     passages, _, _ = load_passages(spec)
     source = spec.get("source", SOURCE_NAME)
-    rows = [{"passage_id": f"{source}:{p.passage_id}", "identity": document_identity(source, p.doc_id), "language": p.language, "text": p.text}
+    rows = [{"passage_id": f"{source}:{p.passage_id}", "identity": document_identity(source, p.doc_id),
+             "passage_identity": aligned_passage_identity(source, p), "language": p.language, "text": p.text}
             for p in passages if not p.held_out]
-    return pd.DataFrame(rows, columns=["passage_id", "identity", "language", "text"]).assign(source=source, domain=spec.get("domain", DOMAIN))
+    columns = ["passage_id", "identity", "passage_identity", "language", "text"]
+    return pd.DataFrame(rows, columns=columns).assign(source=source, domain=spec.get("domain", DOMAIN))
 
 
 def build_documents_source(spec: dict, cache_dir: Path) -> tuple[pd.DataFrame, EvaluationSet | None, dict]:

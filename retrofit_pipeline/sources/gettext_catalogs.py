@@ -436,13 +436,17 @@ def is_held_out(english: str, eval_fraction: float) -> bool:
 
 
 def build_pairs(candidates: list[_Candidate]) -> pd.DataFrame:
-    rows = [{
-        "pair_id": f"bitext:{c.language}:{_digest(c.query, c.english)}",
-        "query_id": derived_query_id(c.language, c.query),
-        "query": c.query, "positive": c.english,
-        "language": c.language, "passage_language": "en",
-        "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME, "identity": message_identity(normalize_text(c.english)),
-    } for c in candidates]
+    rows = []
+    for c in candidates:
+        identity = message_identity(normalize_text(c.english))
+        rows.append({
+            "pair_id": f"bitext:{c.language}:{_digest(c.query, c.english)}",
+            "query_id": derived_query_id(c.language, c.query),
+            "query": c.query, "positive": c.english,
+            "language": c.language, "passage_language": "en",
+            # The positive is the English message itself: the message is both document and passage.
+            "task_type": "bitext", "domain": DOMAIN, "source": SOURCE_NAME, "identity": identity, "passage_identity": identity,
+        })
     return pd.DataFrame(rows)
 
 

@@ -24,6 +24,12 @@ Pairs per article (training split):
 - bitext                   fr/es description -> English description of the aligned article (and
                            fr/es title -> English title where the names differ)
 
+A pair's identity is its article's; its passage_identity names the positive: the article's summary
+("encyclopedia:marco polo#summary", for the extract, whole or less a sentence), or the English
+description or title of bitext rows. An fr/es article has it only where it is aligned for
+cross-lingual pairs (title and topic agree, one to one): the editions write their summaries
+independently, so they are the same article's summary, not translations of one text.
+
 Evaluation (held-out split): whole articles, held out by a hash of the article identity (the
 aligned English title, else the article's own title, case and accents folded), so an article is on
 one side in every language. Queries are descriptions (never titles: the extract starts with the
@@ -54,6 +60,7 @@ from ..schema import (
     DataValidationError,
     EvaluationSet,
     derived_query_id,
+    passage_identity,
     validate_evaluation_set,
     validate_pairs,
 )
@@ -307,9 +314,13 @@ def build_pairs(articles: list[Article], aligned: dict[tuple[str, str], Article]
     """Training pairs of the five task types from the training articles."""
     rows: list[dict] = []
 
-    def add(task: str, article: Article, query: str, query_language: str, positive: str, passage_language: str, variant: str = "0") -> None:
+    def add(task: str, article: Article, query: str, query_language: str, positive: str, passage_language: str, variant: str = "0",
+            passage: str = "summary") -> None:
+        same_article = article.language == PIVOT_LANGUAGE or (article.language, article.title) in aligned
         rows.append({
             "identity": article_identity(identity, article),
+            # The positive's part of the article (its summary, or the English description or title).
+            "passage_identity": passage_identity(article_identity(identity, article), passage) if same_article else None,
             # The fr/es article names cross-lingual rows; the title goes last as it may hold a colon.
             "pair_id": f"{task}:{article.language}:{query_language}>{passage_language}:{variant}:{article.title}",
             "query_id": derived_query_id(query_language, query),  # the same text is the same query in every task
@@ -342,9 +353,9 @@ def build_pairs(articles: list[Article], aligned: dict[tuple[str, str], Article]
         if _usable_description(article) and not generic:
             add("cross_lingual_retrieval", article, article.description, language, _truncate(english.extract), PIVOT_LANGUAGE)
             if _usable_description(english) and normalize_text(article.description) != normalize_text(english.description):
-                add("bitext", article, article.description, language, english.description, PIVOT_LANGUAGE, "description")
+                add("bitext", article, article.description, language, english.description, PIVOT_LANGUAGE, "description", "description")
         if fold_title(article.title) != fold_title(english.title):
-            add("bitext", article, article.title, language, english.title, PIVOT_LANGUAGE, "title")
+            add("bitext", article, article.title, language, english.title, PIVOT_LANGUAGE, "title", "title")
     return pd.DataFrame(rows)
 
 
