@@ -388,18 +388,27 @@ def same_document_counts(mixture: pd.DataFrame, pool: pd.DataFrame, negatives: l
 
 
 def positive_translations(mixture: pd.DataFrame, pool: pd.DataFrame) -> list[list[str]]:
-    """For each mixture row, the positives that rows of the same document (identity) and task type
-    have in other passage languages of `pool` (the cleaned training pool): its positive's
+    """For each mixture row, the positives that rows of the same passage (passage_identity) and task
+    type have in other passage languages of `pool` (the cleaned training pool): its positive's
     translations, one per language, in language order; training.translation_positives adds them
-    to the batch as further positives."""
-    if "identity" not in pool or "identity" not in mixture:
+    to the batch as further positives. Matched by the passage, not the document (identity): the
+    document's other passages are correct answers, not translations. A row without a
+    passage_identity gets none."""
+    if "passage_identity" not in pool or "passage_identity" not in mixture:
         return [[] for _ in range(len(mixture))]
-    aligned = pool.dropna(subset=["identity"]).drop_duplicates(["identity", "task_type", "passage_language"])
+    named = pool["passage_identity"].map(_is_name)
+    aligned = pool[named].drop_duplicates(["passage_identity", "task_type", "passage_language"])
     by_key = {key: list(zip(group["passage_language"], group["positive"]))
-              for key, group in aligned.sort_values("passage_language").groupby(["identity", "task_type"])}
-    return [[text for language, text in by_key.get((identity, task), []) if language != own_language and text != positive]
-            for identity, task, own_language, positive in zip(mixture["identity"], mixture["task_type"], mixture["passage_language"],
-                                                               mixture["positive"])]
+              for key, group in aligned.sort_values("passage_language").groupby(["passage_identity", "task_type"])}
+    return [[text for language, text in by_key.get((passage, task), []) if language != own_language and text != positive]
+            if _is_name(passage) else []
+            for passage, task, own_language, positive in zip(mixture["passage_identity"], mixture["task_type"],
+                                                              mixture["passage_language"], mixture["positive"])]
+
+
+def _is_name(value) -> bool:
+    """A set passage_identity: sources that cannot align a passage leave it None (NaN after a concat)."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _other_positives(mixture: pd.DataFrame, pool: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:

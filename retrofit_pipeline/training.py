@@ -134,6 +134,7 @@ class TrainingResult:
     device: str
     world_size: int = 1
     warnings: list[str] = field(default_factory=list)
+    training_pairs_fingerprint: str | None = None  # pairs_fingerprint of the rows trained on
 
     def summary(self) -> dict:
         head = float(np.mean(self.losses[: max(1, len(self.losses) // 10)])) if self.losses else None
@@ -142,7 +143,7 @@ class TrainingResult:
             "steps": self.steps, "resumed_from_step": self.resumed_from_step,
             "first_loss": head, "last_loss": tail, "seconds": round(self.seconds, 1),
             "samples_per_second": round(self.samples_per_second, 2), "device": self.device, "world_size": self.world_size,
-            "warnings": self.warnings,
+            "warnings": self.warnings, "training_pairs_fingerprint": self.training_pairs_fingerprint,
         }
 
 
@@ -154,6 +155,21 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     if "negatives" in frame:
         for negatives in frame["negatives"]:
             digest.update("\x1f".join(negatives).encode())
+    return digest.hexdigest()[:16]
+
+
+def pairs_fingerprint(frame: pd.DataFrame) -> str:
+    """Which training pairs these are: a hash of the rows' (pair_id, query, positive), independent
+    of row order and of every other column, so the mixture and the negatives frame mined from it
+    (same pairs, more columns) agree. A checkpoint records it (training_log.json) to tell its own
+    training data from a mixture rebuilt since. Unlike data_fingerprint (the resume point's), it
+    ignores the negatives."""
+    missing = [c for c in ("pair_id", "query", "positive") if c not in frame]
+    if missing:
+        raise ValueError(f"pairs_fingerprint needs the columns pair_id, query and positive; missing {missing}")
+    digest = hashlib.sha256()
+    for row in sorted(zip(frame["pair_id"].astype(str), frame["query"], frame["positive"])):
+        digest.update(json.dumps(row, ensure_ascii=False).encode())  # JSON: no field or row boundary is ambiguous
     return digest.hexdigest()[:16]
 
 
@@ -571,24 +587,28 @@ def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, qu
                  translations=None):
     """This rank's share of a global batch: its query texts, its passage texts, and for its queries
     the label, the false-negative mask and the further positives (translations of the positive,
-    `translations[i]`, when given) over the passages gathered from every rank (rank order)."""
+    `translations[i]`, when given) over the passages gathered from every rank (rank order).
+
+    The all-gather needs as many passages on every rank; where rows differ in their number of
+    translations or negatives, each rank's passages are padded to the longest rank's with empty
+    texts, masked for every query (a masked candidate adds nothing to the loss). One process is
+    never padded."""
     share = len(index) // world.world_size
     shards = [index[r * share : (r + 1) * share] for r in range(world.world_size)]
-    gathered, labels, extra, offset = [], [], [], 0
-    for rank, shard in enumerate(shards):
-        shard_translations = [translations[i] if translations is not None else [] for i in shard]
-        shard_passages = [positives[i] for i in shard] + [t for texts in shard_translations for t in texts] + [n for i in shard for n in negatives[i]]
-        if rank == world.rank:
-            labels = list(range(offset, offset + len(shard)))
-            start = offset + len(shard)
-            for texts in shard_translations:
-                extra.append(list(range(start, start + len(texts))))
-                start += len(texts)
-            local_passages = shard_passages
-        gathered.extend(shard_passages)
-        offset += len(shard_passages)
-    mine = shards[world.rank]
-    mask = false_negative_mask([answers[i] for i in mine], gathered, labels)
+    shard_translations = [[translations[i] if translations is not None else [] for i in shard] for shard in shards]
+    shard_passages = [[positives[i] for i in shard] + [t for texts in row_translations for t in texts] + [n for i in shard for n in negatives[i]]
+                      for shard, row_translations in zip(shards, shard_translations)]
+    width = max(len(texts) for texts in shard_passages)
+    padding = [rank * width + j for rank, texts in enumerate(shard_passages) for j in range(len(texts), width)]
+    shard_passages = [texts + [""] * (width - len(texts)) for texts in shard_passages]
+    mine, offset = shards[world.rank], world.rank * width
+    labels = list(range(offset, offset + len(mine)))
+    extra, start = [], offset + len(mine)
+    for row_translations in shard_translations[world.rank]:
+        extra.append(list(range(start, start + len(row_translations))))
+        start += len(row_translations)
+    mask = false_negative_mask([answers[i] for i in mine], [t for texts in shard_passages for t in texts], labels)
+    mask[:, padding] = True
     extra_positives = None
     if translations is not None:
         extra_positives = torch.zeros_like(mask)
@@ -597,7 +617,7 @@ def _local_batch(index: np.ndarray, world: Distributed, positives, negatives, qu
         mask &= ~extra_positives  # a translation in the batch is a positive, not a masked false negative
     return (
         [query_prefix + queries[i] for i in mine],
-        [passage_prefix + t for t in local_passages],
+        [passage_prefix + t for t in shard_passages[world.rank]],
         mask, torch.tensor(labels), extra_positives,
     )
 
@@ -662,13 +682,15 @@ def train_encoder(
     base_state = None
     if settings.interpolate_with_base > 0:
         base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    # The encoder's dropout before the adapters exist: set_dropout changes every dropout module, and
+    # LoRA's own (training.lora.dropout) must stay as configured.
+    original_dropout = set_dropout(model, settings.dropout) if settings.dropout is not None else {}
     if settings.lora is not None:
         apply_lora(model, settings.lora)
     if settings.gradient_checkpointing == "on":
         enable_gradient_checkpointing(model)
     if settings.compile_layers:
         compile_layers(model)
-    original_dropout = set_dropout(model, settings.dropout) if settings.dropout is not None else {}
     if settings.freeze_embeddings:
         freeze_token_embeddings(model)
     if settings.trainable_top_layers is not None:
@@ -697,10 +719,6 @@ def train_encoder(
     positives = data["positive"].tolist()
     negatives = data["negatives"].tolist() if "negatives" in data else [[] for _ in queries]
     translations = translations_by_row(data, settings.translation_positives)
-    if world.world_size > 1 and len({len(n) for n in negatives}) > 1:
-        raise ValueError("multi-process training needs the same number of negatives in every row (column 'negatives')")
-    if world.world_size > 1 and translations is not None and len({len(t) for t in translations}) > 1:
-        raise ValueError("multi-process training with translation_positives needs as many translations in every row")
 
     fingerprint = settings.fingerprint(base_model, data_fingerprint(data))
     resume_dir = Path(work_dir) / "resume"
@@ -791,7 +809,8 @@ def train_encoder(
     result = TrainingResult(
         steps=total_steps, resumed_from_step=start_step, losses=losses, seconds=seconds,
         samples_per_second=samples / seconds if seconds > 0 else 0.0, device=device, world_size=world.world_size,
-        warnings=warnings,
+        # Rows without pair ids (hand-made frames; every pipeline frame has them) have no fingerprint.
+        warnings=warnings, training_pairs_fingerprint=pairs_fingerprint(data) if "pair_id" in data else None,
     )
     model.eval()
     merge_lora(model)

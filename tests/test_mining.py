@@ -175,6 +175,7 @@ def test_translations_of_the_positive_are_never_negatives(tmp_path):
     from retrofit_pipeline.mining import other_positives_by_row, positive_translations, same_document_counts
 
     raw = pd.DataFrame({"query_id": ["q1", "q2", "q3"], "identity": ["man:ls.1", "man:ls.1", "man:cp.1"],
+                        "passage_identity": ["man:ls.1#NAME", "man:ls.1#NAME", "man:cp.1#NAME"],
                         "positive": ["positive", "close", "far"], "task_type": "summary_retrieval", "passage_language": ["de", "fr", "de"]})
     mixture = raw.iloc[[0]].assign(query="the query")
     settings = MiningSettings(strategy="dense", num_negatives=2, range_min=0, range_max=5, relative_margin=0.05)
@@ -190,3 +191,35 @@ def test_translations_of_the_positive_are_never_negatives(tmp_path):
                                                          "rows_with_same_document_negative": 1}
     assert same_document_counts(mixture, raw, mined)["rows_with_same_document_negative"] == 0
     assert positive_translations(mixture, raw) == [["close"]]
+
+
+def test_each_passage_gets_its_own_translation_not_its_documents_first():
+    """Cloze rows of paragraphs 1, 2, 3 of one document in de and fr: all share the document's
+    identity, so matching by it gave every German row paragraph 1's French text. Matched by
+    passage_identity, each row gets its own paragraph's translation; a row whose passage is not
+    known to be aligned (None, or NaN after a concat with synthetic rows) gets none."""
+    import pandas as pd
+
+    from retrofit_pipeline.mining import positive_translations
+
+    rows = [{"query_id": f"q-{language}-{n}", "identity": "documents:guide.md", "passage_identity": f"documents:guide.md#{n}",
+             "positive": f"{language} paragraph {n}", "task_type": "inverse_cloze", "passage_language": language}
+            for language in ("fr", "de") for n in (1, 2, 3)]
+    rows.append({"query_id": "q-de-4", "identity": "documents:guide.md", "passage_identity": None, "positive": "de paragraph 4",
+                 "task_type": "inverse_cloze", "passage_language": "de"})
+    rows.append({"query_id": "q-fr-4", "identity": "documents:guide.md", "passage_identity": float("nan"), "positive": "fr paragraph 4",
+                 "task_type": "inverse_cloze", "passage_language": "fr"})
+    # Same passage in another task form: not the cloze positive's translation.
+    rows.append({"query_id": "q-fr-title-2", "identity": "documents:guide.md", "passage_identity": "documents:guide.md#2",
+                 "positive": "fr paragraph 2, whole", "task_type": "title_retrieval", "passage_language": "fr"})
+    pool = pd.DataFrame(rows)
+    translations = positive_translations(pool, pool)
+    by_row = dict(zip(pool["query_id"], translations))
+    assert [by_row[f"q-de-{n}"] for n in (1, 2, 3)] == [["fr paragraph 1"], ["fr paragraph 2"], ["fr paragraph 3"]]
+    assert [by_row[f"q-fr-{n}"] for n in (1, 2, 3)] == [["de paragraph 1"], ["de paragraph 2"], ["de paragraph 3"]]
+    assert by_row["q-de-4"] == [] and by_row["q-fr-4"] == [] and by_row["q-fr-title-2"] == []
+    # A mixture sampled from the pool looks its rows' translations up in the whole pool.
+    mixture = pool[pool["query_id"].isin(["q-de-3", "q-fr-2"])]
+    assert positive_translations(mixture, pool) == [["de paragraph 2"], ["fr paragraph 3"]]
+    # Without the column (no source aligns passages) nothing is attached, whatever the identities say.
+    assert positive_translations(pool.drop(columns="passage_identity"), pool.drop(columns="passage_identity")) == [[]] * len(pool)

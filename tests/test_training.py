@@ -386,3 +386,62 @@ def test_merging_with_the_base_interpolates_and_the_alpha_rule_prefers_no_forget
     assert alpha == 0.25 and "no dev scope below the base" in reason
     alpha, reason = choose_alpha([entry(0.0, 0.05, -0.04), entry(0.5, 0.02, -0.01)])
     assert alpha == 0.5 and "least below" in reason
+
+
+def test_lora_keeps_its_own_dropout_when_training_dropout_is_set(base_model, tmp_path, monkeypatch):
+    """training.dropout is the encoder's; set after the adapters existed it overwrote LoRA's own
+    (training.lora.dropout) too."""
+    import retrofit_pipeline.training as training
+
+    seen = []
+    real_step = training.training_step
+
+    def recording_step(model, *args, **kwargs):
+        seen.append({name: module.p for name, module in model.named_modules() if isinstance(module, torch.nn.Dropout)})
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "training_step", recording_step)
+    data = training_pairs(32).assign(negatives=[[] for _ in range(32)])
+    train_encoder(base_model, data, _settings(epochs=1, max_steps=1, dropout=0.0, lora={"r": 4, "alpha": 8, "dropout": 0.1}),
+                  tmp_path / "lora", tmp_path / "work")
+    (rates,) = seen
+    adapters = {name: p for name, p in rates.items() if "lora_dropout" in name}
+    assert adapters and set(adapters.values()) == {0.1}
+    assert {p for name, p in rates.items() if name not in adapters} == {0.0}  # the encoder's own: training.dropout
+
+
+def test_pairs_fingerprint_names_the_pairs_whatever_the_order_and_the_other_columns():
+    from retrofit_pipeline.mining import attach_negatives
+    from retrofit_pipeline.training import pairs_fingerprint
+
+    mixture = training_pairs(12)
+    fingerprint = pairs_fingerprint(mixture)
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    # The negatives frame mined from the mixture (more columns), read back in another row order: the same pairs.
+    negatives = attach_negatives(mixture, [["n"]] * 12, [[0]] * 12).sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert pairs_fingerprint(negatives) == fingerprint
+    assert pairs_fingerprint(mixture.drop(columns=["language", "task_type"])) == fingerprint
+    for column in ("pair_id", "query", "positive"):
+        changed = mixture.copy()
+        changed.loc[5, column] = changed.loc[5, column] + " (changed)"
+        assert pairs_fingerprint(changed) != fingerprint, column
+    assert pairs_fingerprint(mixture.iloc[1:]) != fingerprint
+    # Field boundaries count: ("a b", "c") and ("a", "b c") are other pairs.
+    one = pd.DataFrame({"pair_id": ["p"], "query": ["a b"], "positive": ["c"]})
+    assert pairs_fingerprint(one) != pairs_fingerprint(one.assign(query="a", positive="b c"))
+
+
+def test_the_checkpoint_records_the_fingerprint_of_its_training_pairs(base_model, tmp_path):
+    import json
+
+    from retrofit_pipeline.config import load_config
+    from retrofit_pipeline.distributed_training import checkpoint_metadata
+    from retrofit_pipeline.training import pairs_fingerprint
+
+    data = training_pairs(32).assign(negatives=[[] for _ in range(32)])
+    result = train_encoder(base_model, data, _settings(epochs=1, max_steps=1), tmp_path / "out", tmp_path / "work")
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log["training_pairs_fingerprint"] == result.training_pairs_fingerprint == pairs_fingerprint(data)
+    # The encoder_checkpoint asset's metadata (local launcher and torchrun through Pipes alike).
+    metadata = checkpoint_metadata(load_config(os.environ["RETROFIT_CONFIG"]), data, result, str(tmp_path / "out"))
+    assert metadata["training_pairs_fingerprint"] == pairs_fingerprint(data)
