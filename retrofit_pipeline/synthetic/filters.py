@@ -7,10 +7,12 @@ rejects it, so `generated = kept + sum(dropped)` always holds:
                    generator's usual failure), or the whole query is a long verbatim span of it
 3. wrong_language  the language identifier (language_id.py) does not read the query as the language
                    asked for (a language it does not know is kept and counted as unverified)
-4. duplicate       the same normalized query text in the same language as an earlier one
-5. round_trip      the base encoder, ranking the pool of passages of the source passage's language
+4. round_trip      the base encoder, ranking the pool of passages of the source passage's language
                    for the query, does not put the source passage within the top k (Promptagator's
                    round-trip consistency; nomic-embed's consistency filtering)
+5. duplicate       the same normalized query text in the same language as an earlier one that every
+                   other filter kept. Last on purpose: deduplicating before the round trip would drop
+                   a later copy in favour of a first one that the round trip then drops too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..dedup import normalize_text
 from .language_id import LanguageIdentifier
 from .settings import SyntheticSettings
 
-FILTERS = ("length", "copies_passage", "wrong_language", "duplicate", "round_trip")
+FILTERS = ("length", "copies_passage", "wrong_language", "round_trip", "duplicate")
 _SCRIPT_WITHOUT_SPACES = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0e00-\u0e7f]")
 _WORD_RE = re.compile(r"\w+")
 MIN_VERBATIM_CHARS = 40  # a query this long found verbatim in its passage is a copy whatever its n-grams
@@ -106,9 +108,6 @@ def filter_queries(queries: pd.DataFrame, passages: pd.DataFrame, settings: Synt
             frame.at[row, "detected_language"] = guess.language
             if not ok:
                 frame.at[row, "dropped_by"] = "wrong_language"
-    keys = frame["language"].str.split("-").str[0] + "\x1f" + frame["query"].map(normalize_text)
-    duplicate = keys.where(alive()).duplicated(keep="first") & alive() & keys.notna()
-    frame.loc[duplicate, "dropped_by"] = "duplicate"
     round_trip = {"top_k": settings.round_trip_top_k, "checked": 0}
     if settings.round_trip_top_k is not None and encode_queries is not None and alive().any():
         survivors = frame[alive()]
@@ -118,6 +117,10 @@ def filter_queries(queries: pd.DataFrame, passages: pd.DataFrame, settings: Synt
         frame.loc[survivors.index[ranks > settings.round_trip_top_k], "dropped_by"] = "round_trip"
         round_trip.update({"checked": int(len(ranks)), "median_rank": float(np.median(ranks)),
                            "pool_per_language": pool.groupby("language").size().to_dict()})
+    # Only now, among the queries every other filter kept: a duplicate is dropped in favour of a kept copy.
+    keys = frame["language"].str.split("-").str[0] + "\x1f" + frame["query"].map(normalize_text)
+    duplicate = keys.where(alive()).duplicated(keep="first") & alive() & keys.notna()
+    frame.loc[duplicate, "dropped_by"] = "duplicate"
     dropped = {name: int((frame["dropped_by"] == name).sum()) for name in FILTERS}
     kept = int(frame["dropped_by"].isna().sum())
     report = {

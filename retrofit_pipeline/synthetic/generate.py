@@ -16,12 +16,13 @@ from tqdm.auto import tqdm
 from ..schema import DataValidationError
 from .cache import ReplyCache, cache_key
 from .language_id import base_code
-from .llm_client import BudgetExhausted, ChatClient, EndpointError, MalformedReply, RequestFailed
+from .llm_client import BudgetExhausted, ChatClient, EndpointError, MalformedReply, RequestFailed, ServerIdentity
 from .prompts import Prompt, load_prompt
 from .settings import SyntheticSettings
 
 PASSAGE_COLUMNS = ["passage_id", "identity", "language", "text", "source", "domain"]
-QUERY_COLUMNS = ["item_id", "passage_id", "query_type", "task_type", "query", "language", "passage_language", "cached", "cache_key"]
+QUERY_COLUMNS = ["item_id", "passage_id", "query_type", "task_type", "query", "language", "passage_language", "cached", "cache_key",
+                 "server"]
 
 
 # -- passages ---------------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class Item:
     passage_language: str
     query_type: str
     query_language: str
-    key: str
+    key: str  # cache.cache_key: the request; which server answered is the entry inside it
 
 
 def target_language(settings: SyntheticSettings, query_type: str, passage_language: str, passage_id: str) -> str | None:
@@ -96,7 +97,8 @@ def target_language(settings: SyntheticSettings, query_type: str, passage_langua
 
 
 def generation_parameters(settings: SyntheticSettings) -> dict:
-    return {"max_tokens": settings.max_tokens, "temperature": settings.temperature, "top_p": settings.top_p}
+    """What is sent besides the prompt, and so part of the cache key (the seed changes a sampled reply)."""
+    return {"max_tokens": settings.max_tokens, "temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed}
 
 
 def load_prompts(settings: SyntheticSettings) -> dict[str, Prompt]:
@@ -115,7 +117,7 @@ def plan_items(passages: pd.DataFrame, settings: SyntheticSettings, prompts: dic
                 skipped += 1
                 continue
             prompt = prompts[query_type]
-            key = cache_key(row.text, prompt.name, prompt.version, prompt.sha256, settings.model, language, parameters)
+            key = cache_key(row.text, row.language, prompt.name, prompt.version, prompt.sha256, settings.model, language, parameters)
             items.append(Item(f"{row.passage_id}|{query_type}", row.passage_id, row.text, row.language, query_type, language, key))
     return items, skipped
 
@@ -130,6 +132,10 @@ class GenerationStats:
     failed: int = 0
     skipped_budget: int = 0
     budget_hit: bool = False
+    server: str | None = None  # the endpoint's ServerIdentity.label; None: no base_url, cached replies only
+    not_cached: int = 0  # no base_url: items without a usable cached reply (skipped)
+    cached_by_several_servers: int = 0  # no base_url: items cached from several servers, none named by cached_server (skipped)
+    replies_by_server: dict[str, int] = field(default_factory=dict)  # the queries returned, by the server that wrote them
     requests: int = 0
     retries: int = 0
     prompt_tokens: int = 0
@@ -141,39 +147,70 @@ class GenerationStats:
         return asdict(self)
 
 
+def usable_cached_replies(cache: ReplyCache, key: str, server: ServerIdentity | None, cached_server: str | None) -> dict[ServerIdentity, dict]:
+    """The cached replies to a request that a run may use, by the server that wrote them. With a
+    server, only its own. Without one (no base_url), those of the server cached_server names, else
+    every server's: the caller uses them only when there is exactly one, since with several it is
+    not clear which server's reply the run is meant to reproduce."""
+    if server is not None:
+        reply = cache.get(key, server)
+        return {server: reply} if reply is not None else {}
+    replies = cache.replies(key)
+    if cached_server:
+        return {source: reply for source, reply in replies.items() if source.label == cached_server}
+    return replies
+
+
 def generate_queries(items: list[Item], prompts: dict[str, Prompt], cache: ReplyCache, client: ChatClient | None,
                      settings: SyntheticSettings, progress=None) -> tuple[pd.DataFrame, GenerationStats]:
     """A query per item, from the cache or the endpoint. Raises EndpointError (wrong URL, model or
     key; too many failed requests); the replies that came before are cached and reused next time.
-    A spent budget stops sending, and the run goes on with what it has (stats.budget_hit)."""
+    A spent budget stops sending, and the run goes on with what it has (stats.budget_hit). Without
+    a client (no base_url) only cached replies are used: the items without one are skipped and
+    counted (stats.not_cached, stats.cached_by_several_servers, and a line in stats.problems)."""
     started = time.perf_counter()
     stats = GenerationStats(items=len(items))
     rows: dict[str, dict] = {}
     lock = threading.Lock()
     stop = threading.Event()
 
-    def record(item: Item, query: str, cached: bool) -> None:
+    def record(item: Item, query: str, cached: bool, source: ServerIdentity) -> None:
         rows[item.item_id] = {"item_id": item.item_id, "passage_id": item.passage_id, "query_type": item.query_type,
                               "task_type": prompts[item.query_type].task_type, "query": query, "language": item.query_language,
-                              "passage_language": item.passage_language, "cached": cached, "cache_key": item.key}
+                              "passage_language": item.passage_language, "cached": cached, "cache_key": item.key, "server": source.label}
+        stats.replies_by_server[source.label] = stats.replies_by_server.get(source.label, 0) + 1
 
-    missing = []
+    def note(problem: str) -> None:
+        if len(stats.problems) < 10:
+            stats.problems.append(problem)
+
+    server = client.server_identity() if client is not None else None
+    stats.server = server.label if server is not None else None
+    missing, servers_of_unclear_items = [], set()
     for item in items:
-        hit = cache.get(item.key)
-        if hit is not None:
+        usable = usable_cached_replies(cache, item.key, server, settings.cached_server)
+        if len(usable) > 1:
+            stats.cached_by_several_servers += 1
+            servers_of_unclear_items.update(source.label for source in usable)
+            continue
+        if usable:
+            (source, hit), = usable.items()
             try:
-                record(item, prompts[item.query_type].parse(hit["content"]), True)
+                record(item, prompts[item.query_type].parse(hit["content"]), True, source)
                 stats.cache_hits += 1
                 continue
             except MalformedReply:
                 pass  # a reply the current parser cannot read is asked again
         missing.append(item)
-    if missing and client is None:
-        raise EndpointError(f"{len(missing)} of {len(items)} queries are not cached and no endpoint is configured (synthetic.base_url)")
-
-    def note(problem: str) -> None:
-        if len(stats.problems) < 10:
-            stats.problems.append(problem)
+    if client is None:
+        # Nothing can be asked: the run goes on with what the cache has, and says what it lacks.
+        stats.not_cached = len(missing)
+        if missing:
+            note(f"{len(missing)} of {len(items)} items have no usable cached reply and synthetic.base_url is not set: skipped")
+        if stats.cached_by_several_servers:
+            note(f"{stats.cached_by_several_servers} of {len(items)} items are cached from several servers "
+                 f"({', '.join(sorted(servers_of_unclear_items))}): skipped; synthetic.cached_server chooses one")
+        missing = []
 
     bar = tqdm(total=len(missing), desc="generate queries", leave=False, mininterval=2)
 
@@ -212,12 +249,13 @@ def generate_queries(items: list[Item], prompts: dict[str, Prompt], cache: Reply
                 bar.update(1)
                 if progress is not None:
                     progress(bar.n, len(missing))
-        cache.put(item.key, {"content": reply.content, "query": query, "model": settings.model, "prompt": prompt.name,
-                             "prompt_version": prompt.version, "query_language": item.query_language, "finish_reason": reply.finish_reason,
-                             "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        cache.put(item.key, server, {"content": reply.content, "query": query, "requested_model": settings.model, "prompt": prompt.name,
+                                     "prompt_version": prompt.version, "passage_language": item.passage_language,
+                                     "query_language": item.query_language, "finish_reason": reply.finish_reason,
+                                     "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         with lock:
-            record(item, query, False)
+            record(item, query, False, server)
             stats.generated += 1
 
     try:

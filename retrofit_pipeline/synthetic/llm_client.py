@@ -10,7 +10,9 @@ vLLM, llama.cpp's server, Ollama, TGI and `transformers serve` speak it. Standar
   retries (nothing listens at base_url);
 - a reply that is not JSON, or lacks choices[0].message.content, is a MalformedReply;
 - a Budget (max requests, max tokens per run) is checked before each request: when it is spent,
-  BudgetExhausted is raised and nothing more is sent.
+  BudgetExhausted is raised and nothing more is sent;
+- `server_identity()`: which server answers (base_url and the model the server itself reports),
+  asked once per client; the cache files each reply under it.
 The API key is read by the caller from an environment variable and never written anywhere."""
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ class Reply:
     completion_tokens: int
     finish_reason: str | None
     attempts: int
+    model: str | None = None  # the reply's `model` field: the model that answered, as the server names it
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Which server wrote a reply: base_url and the model id the server reports. Not the requested
+    name: llama.cpp's server answers with its one model whatever a request's `model` says."""
+
+    base_url: str
+    model: str
+
+    @property
+    def label(self) -> str:
+        """How metadata shows it, and how synthetic.cached_server names it."""
+        return f"{self.model} @ {self.base_url}"
 
 
 @dataclass
@@ -109,6 +126,8 @@ class ChatClient:
         self.backoff_s = float(backoff_s)
         self.budget = budget or Budget()
         self.extra_body = dict(extra_body or {})
+        self._server: ServerIdentity | None = None
+        self._server_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -123,11 +142,41 @@ class ChatClient:
             return f"the key is read from the environment variable {self.api_key_env} ({state})"
         return "no API key is configured (synthetic.api_key_env)"
 
-    def _request(self, body: bytes) -> urllib.request.Request:
+    def _headers(self) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        return urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        return headers
+
+    def _request(self, body: bytes) -> urllib.request.Request:
+        return urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+
+    def server_identity(self) -> ServerIdentity:
+        """base_url and the model this server serves, found once per client. GET <base_url>/models
+        names it: the requested model when it is listed (vLLM, Ollama), else the only one listed
+        (llama.cpp, TGI). A server whose list does not tell (no such route, an error, several models
+        without the requested one) is sent one 1-token completion, and its reply's `model` field
+        names it (the requested model when the reply has none); that probe counts in the budget, and
+        its errors are those of any request (a bad key, a wrong base_url, nothing listening)."""
+        with self._server_lock:
+            if self._server is None:
+                model = self._listed_model()
+                if model is None:
+                    model = self.complete([{"role": "user", "content": "Reply with OK."}], max_tokens=1).model or self.model
+                self._server = ServerIdentity(self.base_url, model)
+            return self._server
+
+    def _listed_model(self) -> str | None:
+        """The model GET <base_url>/models names for this client's requests; None when it cannot tell."""
+        request = urllib.request.Request(f"{self.base_url}/models", headers=self._headers(), method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                listed = [str(entry["id"]) for entry in json.loads(response.read().decode("utf-8"))["data"]]
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+            return None  # not a reason to stop: the probe in server_identity asks the chat route instead
+        if self.model in listed:
+            return self.model
+        return listed[0] if len(listed) == 1 else None
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -206,4 +255,6 @@ class ChatClient:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
         self.budget.add_usage(prompt_tokens, completion_tokens)
-        return Reply(content, prompt_tokens, completion_tokens, choice.get("finish_reason"), attempts)
+        model = data.get("model")
+        return Reply(content, prompt_tokens, completion_tokens, choice.get("finish_reason"), attempts,
+                     model if isinstance(model, str) and model else None)

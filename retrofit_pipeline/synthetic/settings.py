@@ -21,9 +21,14 @@ SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
 class SyntheticSettings:
     enabled: bool = False
     # The endpoint: an OpenAI-compatible server (vLLM, llama.cpp server, Ollama, TGI, `transformers
-    # serve`). base_url usually ends in /v1. Without base_url, only cached replies are used.
+    # serve`). base_url usually ends in /v1. Replies are cached per server: base_url and the model
+    # the server reports (GET /v1/models), shown as `server` ("<model> @ <base_url>") in the metadata.
+    # Without base_url, only cached replies are used: an item with none is skipped and counted
+    # (not_cached); an item cached from several servers is used only when cached_server names one
+    # of them (else skipped, counted as cached_by_several_servers).
     base_url: str | None = None
-    model: str | None = None
+    model: str | None = None  # the name requests give (part of the cache key)
+    cached_server: str | None = None  # without base_url: use only this server's replies, "<model> @ <base_url>"
     api_key_env: str | None = None  # the NAME of the environment variable holding the key
     # Which passages get queries: raw sources by name (`source:` of a raw_sources entry, or its
     # kind); a documents source gives its training passages, any other its pairs' positives.
@@ -40,7 +45,7 @@ class SyntheticSettings:
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float | None = None
-    seed: int = 13  # passage sampling; also sent to the server
+    seed: int = 13  # passage sampling; also sent to the server (and part of the cache key)
     # Transport.
     concurrency: int = 4
     timeout_s: float = 60.0
@@ -68,6 +73,9 @@ class SyntheticSettings:
             raise ValueError(f"synthetic.query_types: unknown {unknown or 'empty list'}; known: {sorted(QUERY_TYPES)}")
         if not self.model:
             raise ValueError("synthetic.model is required when synthetic.enabled (it is part of the cache key)")
+        if self.cached_server and self.base_url:
+            raise ValueError("synthetic.cached_server chooses among cached replies when there is no base_url; with base_url "
+                             "only that server's replies are used: set one of the two")
         languages = {"query_language": self.query_language}
         languages.update({f"cross_lingual_languages[{i}]": value for i, value in enumerate(self.cross_lingual_languages)})
         for name, value in languages.items():

@@ -33,8 +33,8 @@ def build(exp: Experiment) -> list:
     def synthetic_queries(context: AssetExecutionContext) -> MaterializeResult:
         """Queries an LLM writes for the configured sources' training passages (a natural question, a
         keyword query, a question in another language), through any OpenAI-compatible endpoint,
-        cached by content so nothing is asked twice, then filtered (length, copying the passage,
-        language, duplicates, round-trip consistency with the base encoder). The kept ones are
+        cached by content and server so nothing is asked twice, then filtered (length, copying the
+        passage, language, round-trip consistency with the base encoder, duplicates). The kept ones are
         training pairs of task types synthetic_question / synthetic_keywords / synthetic_cross_lingual,
         which training_pool cleans and the mixture samples like any other."""
         settings = exp.settings(context)
@@ -56,6 +56,9 @@ def build(exp: Experiment) -> list:
         if generation["budget_hit"]:
             context.log.warning(f"the budget was spent (max_requests {config.synthetic.max_requests}, max_total_tokens "
                                 f"{config.synthetic.max_total_tokens}): {generation['skipped_budget']} queries not asked; a rerun asks only those")
+        if generation["not_cached"] or generation["cached_by_several_servers"]:
+            context.log.warning(f"no base_url, cached replies only: skipped {generation['not_cached']} queries without a cached reply "
+                                f"and {generation['cached_by_several_servers']} cached from several servers (synthetic.cached_server chooses one)")
         if result.pairs.empty:
             context.log.warning("no generated query passed the filters: training_pool gets no synthetic pairs")
         context.log.info(f"synthetic queries: {filters['generated']} generated, {filters['kept']} kept, dropped {filters['dropped']}")
@@ -63,6 +66,8 @@ def build(exp: Experiment) -> list:
             "pairs": len(result.pairs),
             "model": str(config.synthetic.model),
             "base_url": str(config.synthetic.base_url),
+            "server": str(generation["server"] or "none: cached replies only"),  # the model the server reports, @ base_url
+            "replies_by_server": MetadataValue.json(generation["replies_by_server"]),
             "prompts": MetadataValue.json(report["prompts"]),
             "passages_available": report["passages"]["available"],
             "passages_selected": MetadataValue.json(report["passages"]["selected_by_language"]),
@@ -77,6 +82,8 @@ def build(exp: Experiment) -> list:
             "failed_requests": generation["failed"],
             "budget_hit": generation["budget_hit"],
             "not_asked_budget": generation["skipped_budget"],
+            "not_cached": generation["not_cached"],  # no base_url: skipped for want of a cached reply
+            "cached_by_several_servers": generation["cached_by_several_servers"],  # no base_url: skipped, see synthetic.cached_server
             "generated": filters["generated"],
             "kept": filters["kept"],
             "dropped_by_filter": MetadataValue.json(filters["dropped"]),
