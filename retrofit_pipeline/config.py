@@ -64,8 +64,10 @@ class EvaluationSettings:
     dev_fraction: float = 0.0
     dev_max_queries_per_language: int | None = 20
     dev_max_corpus_per_language: int | None = 60
-    # The forgetting gate: a scope's mean gain below -tolerance fails (0: not below the base at all).
-    forgetting_tolerance: float = 0.0
+    # The forgetting gate (non-inferiority): every scope besides in-domain passes when the lower end of
+    # its mean gain's 95 % interval is above -forgetting_margin (nDCG@10 / F1 points, e.g. 0.01; a negative
+    # margin asks for a gain of at least that much).
+    forgetting_margin: float = 0.01
     # Promotion: a candidate's mean on any scope may be at most this far below the current model's.
     promotion_tolerance: float = 0.005
 

@@ -18,7 +18,7 @@ import numpy as np
 from .artifact_io import atomic_directory
 
 # Files of a checkpoint folder that do not change what the model computes.
-_NOT_THE_MODEL = {"README.md", "training_log.json", "current.json", "current_per_query.parquet"}
+_NOT_THE_MODEL = {"README.md", "training_log.json", "current.json", "current_per_query.parquet", "current_training_pairs.parquet"}
 
 
 def model_identity(directory: str | Path) -> str:

@@ -80,7 +80,7 @@ def _write_fixture_world(root: Path) -> Path:
                        "held_out_tasks": ["question_answering"], "pivot_language": "de",
                        # The random tiny encoder may fall below its base on a small scope: the gate is tested on its
                        # own (test_promotion, test_assets, test_cli's strict run), not in every test that trains.
-                       "forgetting_tolerance": 1.0},
+                       "forgetting_margin": 1.0},
         "encode_batch_size": 32,
     }
     path = root / "tiny.yaml"

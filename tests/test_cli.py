@@ -46,7 +46,7 @@ def test_retrofit_run_shows_the_scores_and_fails_when_the_forgetting_gate_fails(
     tiny = Path(os.environ["RETROFIT_CONFIG"])
     preset = tmp_path / "strict.yaml"
     # A gain of at least +1.0 on every scope: no model passes, so the gate fails for sure.
-    preset.write_text(f"extends: {tiny}\nname: tiny_strict\nevaluation:\n  forgetting_tolerance: -1.0\n")
+    preset.write_text(f"extends: {tiny}\nname: tiny_strict\nevaluation:\n  forgetting_margin: -1.0\n")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "RETROFIT_CONFIG": str(preset)}
     result = subprocess.run([sys.executable, "-m", "retrofit_pipeline", "run", "--config", str(preset), "--device", "cpu"],
                             env=env, capture_output=True, text=True, timeout=600)

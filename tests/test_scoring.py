@@ -139,3 +139,18 @@ def test_an_index_must_belong_to_the_checkpoint_and_the_evaluation_set(tmp_path)
     assert index_problem(tmp_path, "weights-a", "set-1") is None
     assert "retrained?" in index_problem(tmp_path, "weights-b", "set-1")
     assert "evaluation set is now set-2" in index_problem(tmp_path, "weights-a", "set-2")
+
+
+def test_stored_base_scores_are_refused_after_a_change_of_prompts():
+    """Base scores made with one query prefix must not be compared with a checkpoint trained with another."""
+    import pytest
+
+    from retrofit_pipeline.scoring import check_comparable, check_prompts
+
+    stored = {"max_length": 128, "precision": "fp32", "prompts": {"query": "query: ", "document": "passage: "}}
+    check_prompts(stored, {"query": "query: ", "document": "passage: "}, "base_model_scores")  # the same prompts: reused
+    with pytest.raises(ValueError, match="prompts"):
+        check_prompts(stored, {"query": "search_query: ", "document": "passage: "}, "base_model_scores")
+    with pytest.raises(ValueError, match="prompts"):
+        check_comparable(stored, {**stored, "prompts": {"query": "", "document": "passage: "}})
+    check_comparable(stored, {**stored, "prompts": {**stored["prompts"], "passage": "ignored: "}})  # a prompt scoring never applies

@@ -24,6 +24,8 @@ def build(exp: Experiment) -> tuple[list, list, list]:
     if exp.config.synthetic.enabled:  # the LLM's queries join the training pool
         shared = shared | AssetSelection.assets(exp.key("synthetic_queries"))
     per_scale = AssetSelection.assets(*exp.keys("training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores"))
+    if exp.config.evaluation.dev_fraction > 0:  # the dev split's scores, what choices are made on, beside the reported ones
+        per_scale = per_scale | AssetSelection.assets(exp.key("dev_scores"))
 
     prepare_job = define_asset_job(
         exp.named("prepare_job"), selection=shared,
@@ -31,7 +33,7 @@ def build(exp: Experiment) -> tuple[list, list, list]:
     )
     retrofit_job = define_asset_job(
         exp.named("retrofit_job"), selection=per_scale, partitions_def=exp.partitions,
-        description="One data scale: mixture -> negatives -> checkpoint -> index -> scores. A backfill over its partitions is the data-scale curve.",
+        description="One data scale: mixture -> negatives -> checkpoint -> index -> scores (and dev scores). A backfill over its partitions is the data-scale curve.",
     )
     refresh_and_retrain_job = define_asset_job(
         exp.named("refresh_and_retrain_job"), selection=shared | per_scale | AssetSelection.assets(exp.key("promoted_checkpoint")),

@@ -91,16 +91,16 @@ def build(exp: Experiment) -> list:
             **_scope_metadata(comparison, IN_DOMAIN), "problems": problems})
 
     @asset_check(asset=exp.key("retrieval_scores"), blocking=True, required_resource_keys={exp.resource_key},
-                 description="Forgetting: on every scope besides in-domain (held-out task, out-of-domain, pooled, "
-                             "cross-lingual, bitext), the retrofitted model's mean is not below the base model's by more than "
-                             "evaluation.forgetting_tolerance; an evaluation with no such scope fails (nothing measures forgetting).")
+                 description="Forgetting (non-inferiority): on every scope besides in-domain (held-out task, out-of-domain, "
+                             "pooled, cross-lingual, bitext), the lower end of the mean gain's paired 95 % interval is above "
+                             "-evaluation.forgetting_margin; an evaluation with no such scope fails (nothing measures forgetting).")
     def no_forgetting(context: AssetCheckExecutionContext) -> AssetCheckResult:
         settings = exp.settings(context)
         comparison = _comparison(settings, context.partition_key)
         means = scope_means(comparison)
-        problems = forgetting_problems(means, settings.pipeline().evaluation.forgetting_tolerance)
+        problems = forgetting_problems(means, settings.pipeline().evaluation.forgetting_margin)
         return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR, metadata={
-            "problems": problems,
+            "problems": problems, "forgetting_margin": settings.pipeline().evaluation.forgetting_margin,
             **{f"gain/{scope}": float(values["gain"]) for scope, values in means.items() if scope != IN_DOMAIN},
             **{f"gain_95ci/{scope}": f"[{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]" for scope, values in means.items() if scope != IN_DOMAIN},
         })

@@ -1,4 +1,4 @@
-"""base_model_scores, retrieval_scores (per partition), the data-scale report and promotion."""
+"""base_model_scores, dev_scores and retrieval_scores (per partition), the data-scale report and promotion."""
 
 import time
 
@@ -14,9 +14,10 @@ from ...evaluation_scopes import IN_DOMAIN, scored_languages
 from ...indexing import load_index
 from ...mixing import evaluation_leakage
 from ...model_card import replace_scores_section
-from ...promotion import Candidate, decide, promote, read_current, stored_current_scores
+from ...promotion import (Candidate, TrainedOnEvaluation, decide, own_training_pairs, promote, read_current, stored_current_scores,
+                          stored_training_pairs)
 from ...reporting import data_scale_plot_png, data_scale_table, plateau_scale, png_markdown
-from ...scoring import check_comparable, model_folder, read_scores, score_encoder, score_model_dir, scoring_encoder
+from ...scoring import check_comparable, check_prompts, model_folder, read_scores, score_encoder, score_model_dir, scoring_encoder
 from ...scoring_encoder import ScoringEncoder
 from ..evaluation_plan import evaluation_plan, training_prompts
 from ..experiment import Experiment
@@ -33,6 +34,17 @@ def _scope_metadata(means: dict) -> dict:
         metadata[f"mean/{scope}"] = MetadataValue.float(values["retrofitted"])
         metadata[f"gain/{scope}"] = MetadataValue.float(values["gain"])
         metadata[f"gain_95ci/{scope}"] = f"[{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]"
+    return metadata
+
+
+def _plan_metadata(plan) -> dict:
+    """What the scored and dev sets are made of: queries left out for want of a translation, and
+    how many relevant documents a pooled / cross-lingual query has."""
+    metadata = {f"dropped_without_translation/{scope}": count for scope, count in plan.dropped.items()}
+    metadata.update({f"dev_dropped_without_translation/{scope}": count for scope, count in plan.dev_dropped.items()})
+    relevance = plan.relevance()
+    if not relevance.empty:
+        metadata["relevant_documents_per_query"] = MetadataValue.md(relevance.to_markdown(index=False))
     return metadata
 
 
@@ -91,7 +103,7 @@ def build(exp: Experiment) -> list:
         encoder = scoring_encoder(base_dir, paths.embeddings, config.evaluation, config.training.device,
                                   config.training.trust_remote_code, prompts, config.training.trainable_top_layers)
         scores, _, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.base_scores, config.evaluation.batch_size)
-        if plan.dev_subsets and config.merge.alphas:  # only the merge step reads the dev split
+        if plan.dev_subsets:  # what dev_scores, the merge step and the sweep choose on
             score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, paths.base_scores / "dev", config.evaluation.batch_size)
         context.log.info(f"{summary['texts_encoded']} texts encoded, {summary['texts_served_from_store']} served from the embedding store")
         return MaterializeResult(metadata={
@@ -100,6 +112,8 @@ def build(exp: Experiment) -> list:
             "max_length": summary["max_length"],
             **{f"mean/{scope}": MetadataValue.float(value) for scope, value in summary["mean_score"].items()},
             "scopes": MetadataValue.md(plan.summary().to_markdown(index=False)),
+            "dev_scopes": MetadataValue.md(plan.dev_summary().to_markdown(index=False)),
+            **_plan_metadata(plan),
             "scored_languages": MetadataValue.json(scored_languages(plan.subsets)),
             "scores": MetadataValue.md(scores_markdown(scores)),
             "evaluation_fingerprint": summary["evaluation_fingerprint"],
@@ -127,6 +141,7 @@ def build(exp: Experiment) -> list:
             raise ValueError(problem)
         started = time.perf_counter()
         base_per_query, base_summary = read_scores(paths.base_scores, plan.fingerprint, "base_model_scores")
+        check_prompts(base_summary, training_prompts(config), "base_model_scores")
         encoder = scoring_encoder(checkpoint, paths.embeddings, config.evaluation, config.training.device, config.training.trust_remote_code,
                                   trained_top_layers=config.training.trainable_top_layers)
         scores, per_query, summary = score_encoder(encoder, plan.subsets, plan.fingerprint, paths.scores(scale), config.evaluation.batch_size)
@@ -161,6 +176,44 @@ def build(exp: Experiment) -> list:
             "texts_from_shared_layers": summary["texts_from_shared_layers"],
             "seconds": round(time.perf_counter() - started, 1),
             "path": MetadataValue.path(str(paths.scores(scale))),
+        })
+
+    @asset(key_prefix=exp.prefix, group_name=exp.group("evaluation"), kinds={"mteb"}, partitions_def=exp.partitions,
+           deps=[base_model_scores, *exp.keys("encoder_checkpoint", "evaluation_set")],
+           code_version=exp.code_version("dev_scores"), pool=ACCELERATOR_POOL, required_resource_keys={exp.resource_key})
+    def dev_scores(context: AssetExecutionContext) -> MaterializeResult:
+        """The partition's checkpoint on the dev split (every scope, on identities disjoint from the
+        scored ones), paired against the base's dev scores: what recipes and knobs are chosen on
+        (scripts/recipe_sweep.py ranks variants here), so the scored scopes are read only to report."""
+        settings = exp.settings(context)
+        config, paths = settings.pipeline(), settings.paths()
+        scale = context.partition_key
+        plan = evaluation_plan(settings)
+        if not plan.dev_subsets:
+            raise ValueError("evaluation.dev_fraction selects no dev queries of this evaluation set: set it above 0 to choose on dev")
+        started = time.perf_counter()
+        base_per_query, base_summary = read_scores(paths.base_scores / "dev", plan.dev_fingerprint, "base_model_scores (dev split)")
+        check_prompts(base_summary, training_prompts(config), "base_model_scores (dev split)")
+        encoder = scoring_encoder(str(paths.checkpoint(scale)), paths.embeddings, config.evaluation, config.training.device,
+                                  config.training.trust_remote_code, trained_top_layers=config.training.trainable_top_layers)
+        results = paths.scores(scale) / "dev"
+        _, per_query, summary = score_encoder(encoder, plan.dev_subsets, plan.dev_fingerprint, results, config.evaluation.batch_size)
+        check_comparable(base_summary, summary)
+        comparison = paired_comparison(base_per_query, per_query)
+        means = scope_means(comparison)
+        write_parquet(comparison, results / "comparison.parquet")
+        write_json({**summary, "comparison": means}, results / "summary.json")
+        overview = comparison_markdown(comparison, means_only=True)
+        write_text(overview + "\n\n" + comparison_markdown(comparison) + "\n", results / "score_table.md")
+        context.log.info("dev split:\n" + overview)
+        return MaterializeResult(metadata={
+            **_scope_metadata(means),
+            "scopes": MetadataValue.md(overview),
+            "dev_fingerprint": plan.dev_fingerprint,
+            "model_identity": summary["model_identity"],
+            "texts_encoded": summary["texts_encoded"],
+            "seconds": round(time.perf_counter() - started, 1),
+            "path": MetadataValue.path(str(results)),
         })
 
     @asset(key_prefix=exp.prefix, group_name=exp.group("evaluation"), kinds={"matplotlib"}, deps=[retrieval_scores, base_model_scores],
@@ -202,8 +255,9 @@ def build(exp: Experiment) -> list:
            deps=[retrieval_scores, *exp.keys("encoder_checkpoint", "training_mixture", "evaluation_set")],
            code_version=exp.code_version("promoted_checkpoint"), required_resource_keys={exp.resource_key})
     def promoted_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
-        """The checkpoint to serve (rules in promotion.py): clean, its in-domain gain over the base
-        above zero with 95 % confidence, no scope below the base (forgetting), no scope below the
+        """The checkpoint to serve (rules in promotion.py): clean (leakage checked on the pairs its
+        weights were trained on), its in-domain gain over the base above zero with 95 % confidence,
+        no scope where a loss beyond the forgetting margin is not ruled out, no scope below the
         current model beyond the promotion tolerance, and scored on these very weights."""
         settings = exp.settings(context)
         config, paths = settings.pipeline(), settings.paths()
@@ -222,21 +276,34 @@ def build(exp: Experiment) -> list:
                 context.log.warning(f"{scale}: its scores are of other weights (identity {summary.get('model_identity')}, the checkpoint "
                                     f"is now {identity}); re-materialize its faiss_index and retrieval_scores to make it a candidate")
                 continue
-            exact, near = evaluation_leakage(pd.read_parquet(paths.mixture(scale)), plan.scored, config.mixture.near_duplicate_threshold,
-                                             config.mixture.seed)
+            pairs = own_training_pairs(paths.checkpoint(scale), pd.read_parquet(paths.mixture(scale)))
+            if pairs is None:  # leakage must be checked on the weights' own data, not on today's mixture
+                context.log.warning(f"{scale}: its training mixture is not the one its checkpoint was trained on (training_pairs_fingerprint "
+                                    "of training_log.json); re-materialize its encoder_checkpoint to make it a candidate")
+                continue
+            exact, near = evaluation_leakage(pairs, plan.scored, config.mixture.near_duplicate_threshold, config.mixture.seed)
             candidates.append(Candidate(scale, paths.checkpoint(scale), identity, plan.fingerprint, summary["comparison"],
-                                        pd.read_parquet(paths.scores(scale) / "per_query.parquet"), int((exact | near).sum())))
+                                        pd.read_parquet(paths.scores(scale) / "per_query.parquet"), int((exact | near).sum()), pairs))
 
         def current_scores(fingerprint: str) -> pd.DataFrame:
             if (read_current(paths.promoted) or {}).get("evaluation_fingerprint") == fingerprint:
                 return stored_current_scores(paths.promoted)
+            # Re-scoring on a changed evaluation set: never on documents the current weights were trained on.
+            own_pairs = stored_training_pairs(paths.promoted)
+            if own_pairs is None:
+                raise TrainedOnEvaluation("its own training pairs are not stored with it (or do not match its training log), so "
+                                          "its leakage into the new evaluation set cannot be checked")
+            exact, near = evaluation_leakage(own_pairs, plan.scored, config.mixture.near_duplicate_threshold, config.mixture.seed)
+            if (exact | near).any():
+                raise TrainedOnEvaluation(f"{int((exact | near).sum())} of its own training pairs are in the new evaluation set "
+                                          f"(e.g. {own_pairs['pair_id'][exact | near].iloc[0]}): its scores there would be inflated")
             context.log.info("the current model was scored on another evaluation set: re-scoring it on this one")
             _, per_query, _ = score_model_dir(str(paths.promoted / "model"), plan.subsets, plan.fingerprint, paths.promoted / "rescored",
                                               paths.embeddings, config.evaluation, config.training.device,
                                               trained_top_layers=config.training.trainable_top_layers)
             return per_query
 
-        decision = decide(candidates, read_current(paths.promoted), current_scores, config.evaluation.forgetting_tolerance,
+        decision = decide(candidates, read_current(paths.promoted), current_scores, config.evaluation.forgetting_margin,
                           config.evaluation.promotion_tolerance)
         if decision.promoted:
             promote(decision.candidate, paths.promoted)
@@ -250,10 +317,11 @@ def build(exp: Experiment) -> list:
             "candidates": MetadataValue.json([{"scale": c.scale, "model_identity": c.model_identity, "leaked_rows": c.leaked_rows,
                                                **{scope: round(v["gain"], 4) for scope, v in c.means.items()}} for c in candidates]),
             "against_current": MetadataValue.json(decision.against_current or {}),
-            "rules": (f"in-domain gain interval above zero; no other scope below the base by more than "
-                      f"{config.evaluation.forgetting_tolerance}; no scope below the current model by more than {config.evaluation.promotion_tolerance}"),
+            "rules": (f"in-domain gain interval above zero; on every other scope the gain interval's lower end above "
+                      f"-{config.evaluation.forgetting_margin} (non-inferiority); no scope below the current model by more than "
+                      f"{config.evaluation.promotion_tolerance}; never re-scored on its own training data"),
             "evaluation_fingerprint": plan.fingerprint,
             "path": MetadataValue.path(str(paths.promoted)),
         })
 
-    return [base_model_scores, retrieval_scores, data_scale_report, promoted_checkpoint]
+    return [base_model_scores, retrieval_scores, dev_scores, data_scale_report, promoted_checkpoint]
