@@ -1,18 +1,22 @@
-"""The measured sweep behind the default recipe, and the paper's ablations, on the shipped data.
+"""The measured sweep behind the default recipe, and the paper's ablations, on the shipped data:
+chosen on dev, reported on the scored scopes.
 
-    .venv/bin/python scripts/recipe_sweep.py                    # every variant below, at scale 2k
-    .venv/bin/python scripts/recipe_sweep.py --only lr_1e-4 none --scale 2k
+    .venv/bin/python scripts/recipe_sweep.py                    # every variant below, ranked on dev, at scale 2k
+    .venv/bin/python scripts/recipe_sweep.py --only default lr_5e-5 --report lr_5e-5
     .venv/bin/python scripts/recipe_sweep.py --curve 500 1k 2k 4k 8k   # the data-scale curve of the default
 
 Each variant is the default preset with a few keys changed, run as its own experiment
 (`artifacts/sweep-<variant>/`) through the real Dagster assets: training_mixture -> hard_negatives
--> encoder_checkpoint -> faiss_index -> retrieval_scores. The data every variant shares (raw
-corpora, evaluation set, training pool, base-model scores) is materialized once by the default
-experiment and copied into each variant's folder first: the variants differ only in what they
-change, and the evaluation fingerprint check in retrieval_scores proves they are scored on the
-same queries. The script writes one table (docs/sweep/recipe.md by default): every scope
-means with the paired bootstrap interval of each gain over the base model, and, for every variant,
-the paired difference against the default."""
+-> encoder_checkpoint -> dev_scores. Variants are compared and ranked on the DEV split only (every
+scope, on document identities disjoint from the scored ones; evaluation.dev_fraction); the rule is
+`choose`'s. The scored scopes (faiss_index -> retrieval_scores) are then read once, for the chosen
+variant and for the variants named by --report (what the README reports): choose on dev, report on
+test. The data every variant shares (raw corpora, evaluation set, training pool, base-model scores
+on both splits) is materialized once by the default experiment and copied into each variant's
+folder first; the evaluation fingerprint checks prove they are scored on the same queries. The
+script writes one file (docs/sweep/recipe.md by default): the dev table with the choice, then the
+scored table of the chosen and reported variants, each gain over the base and each difference
+against the default with its paired bootstrap interval."""
 
 from __future__ import annotations
 
@@ -118,20 +122,21 @@ def _cell(values: dict) -> str:
     return f"{values['gain']:+.4f} [{values['ci_low']:+.4f}, {values['ci_high']:+.4f}]"
 
 
-def summary_row(name: str, scale: str, root: Path, what: str, seconds: float | None) -> dict:
-    """The variant's gain over the base on every scope, with its paired bootstrap interval (a
-    variant that trains on a held-out domain is still reported in the default's scopes)."""
+def summary_row(name: str, scale: str, root: Path, what: str, seconds: float | None, split: str = "") -> dict:
+    """The variant's gain over the base on every scope of `split` ("" the scored set, "dev"), with its
+    paired bootstrap interval (a variant that trains on a held-out domain is still reported in the
+    default's scopes)."""
     from retrofit_pipeline.comparison import paired_comparison, scope_means
 
-    means = scope_means(paired_comparison(pd.read_parquet(root / "scores" / "base" / "per_query.parquet"),
-                                          pd.read_parquet(root / "scores" / scale / "per_query.parquet")))
+    means = scope_means(paired_comparison(pd.read_parquet(root / "scores" / "base" / split / "per_query.parquet"),
+                                          pd.read_parquet(root / "scores" / scale / split / "per_query.parquet")))
     row = {"variant": name, "scale": scale, "what it changes": what}
     row.update({f"{scope} gain [95% CI]": _cell(values) for scope, values in means.items()})
     row["minutes"] = f"{seconds / 60:.1f}" if seconds is not None else "earlier run"
     return row
 
 
-def ablation_rows(results: dict[str, Path], scale: str) -> list[dict]:
+def ablation_rows(results: dict[str, Path], scale: str, split: str = "") -> list[dict]:
     """Each variant paired per query against the variant it changes, one row per variant, a column per scope."""
     from retrofit_pipeline.comparison import paired_comparison, scope_means
 
@@ -139,15 +144,43 @@ def ablation_rows(results: dict[str, Path], scale: str) -> list[dict]:
     for ablation, reference in ABLATION_OF.items():
         if ablation not in results or reference not in results:
             continue
-        means = scope_means(paired_comparison(pd.read_parquet(results[reference] / "scores" / scale / "per_query.parquet"),
-                                              pd.read_parquet(results[ablation] / "scores" / scale / "per_query.parquet")))
+        means = scope_means(paired_comparison(pd.read_parquet(results[reference] / "scores" / scale / split / "per_query.parquet"),
+                                              pd.read_parquet(results[ablation] / "scores" / scale / split / "per_query.parquet")))
         rows.append({"variant": ablation, "against": reference, **{f"{scope} difference [95% CI]": _cell(v) for scope, v in means.items()}})
     return rows
+
+
+def dev_means(root: Path, scale: str) -> dict:
+    """The variant's dev-split gains over the base, per scope (dev_scores' comparison)."""
+    from retrofit_pipeline.comparison import scope_means
+
+    return scope_means(pd.read_parquet(root / "scores" / scale / "dev" / "comparison.parquet"))
+
+
+def choose(dev: dict[str, dict], margin: float) -> tuple[str, str]:
+    """(the chosen variant, the rule): among the variants whose dev in-domain gain interval is above
+    zero and whose dev gain is not below -margin on any other scope (point estimates: the dev split
+    is small, its intervals are for reading, not for gating), the highest mean of the scope gains,
+    each scope weighing the same; the default wins ties and when nothing qualifies."""
+    def qualifies(means: dict) -> bool:
+        return means["in-domain"]["ci_low"] > 0 and all(v["gain"] >= -margin for scope, v in means.items() if scope != "in-domain")
+
+    def score(means: dict) -> float:
+        return sum(v["gain"] for v in means.values()) / len(means)
+
+    eligible = {name: score(means) for name, means in dev.items() if qualifies(means)}
+    rule = (f"on dev: in-domain gain interval above zero, no other scope's gain below -{margin}, then the highest mean of the "
+            "scope gains (each scope weighing the same); the default on ties")
+    if not eligible:
+        return "default", rule + " (no variant qualified)"
+    best = max(eligible.values())
+    return ("default" if eligible.get("default") == best else max(eligible, key=eligible.get)), rule
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", help=f"variants to run (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument("--report", nargs="*", default=[], help="variants whose scored scopes are read too (the chosen one always is)")
     parser.add_argument("--scale", default="2k")
     parser.add_argument("--curve", nargs="+", help="data-scale partitions of the default to train and score instead of the variants")
     parser.add_argument("--out", default=str(REPO / "docs" / "sweep" / "recipe.md"))
@@ -161,14 +194,17 @@ def main() -> None:
     presets_dir = REPO / "artifacts" / "sweep-presets"
     presets_dir.mkdir(parents=True, exist_ok=True)
     default_config = load_config(DEFAULT)
+    if default_config.evaluation.dev_fraction <= 0:
+        sys.exit("the default preset has no dev split (evaluation.dev_fraction): the sweep chooses on dev")
     default_root = default_config.experiment_dir
-    if not all((default_root / part).exists() for part in SHARED):
-        print("materializing the shared data once (raw corpora, evaluation set, training pool, base scores)", flush=True)
+    if not all((default_root / part).exists() for part in SHARED) or not (default_root / "scores" / "base" / "dev").exists():
+        print("materializing the shared data once (raw corpora, evaluation set, training pool, base scores on both splits)", flush=True)
         run(DEFAULT, ["raw_corpora", "evaluation_set", "training_pool", "base_model_scores"], None)
 
-    per_scale = ["training_mixture", "hard_negatives", "encoder_checkpoint", "faiss_index", "retrieval_scores"]
-    rows, results = [], {}
+    per_scale = ["training_mixture", "hard_negatives", "encoder_checkpoint", "dev_scores"]
+    scored = ["faiss_index", "retrieval_scores"]
     jobs = [("default", scale) for scale in args.curve] if args.curve else [(name, args.scale) for name in (args.only or VARIANTS)]
+    roots, seconds, dev = {}, {}, {}
     for name, scale in jobs:
         overrides, what = VARIANTS[name]
         preset = write_preset(name, overrides, presets_dir)
@@ -181,27 +217,51 @@ def main() -> None:
             share_data(default_root, root, scale, training_only, own_pool)
             if own_pool:
                 run(preset, ["training_pool"], None)
-            if "merge" in overrides:  # the base's dev-split scores, which only the merge step reads (embeddings come from the store)
-                run(preset, ["base_model_scores"], None)
         started = time.perf_counter()
-        if (root / "scores" / scale / "comparison.parquet").exists() and not args.force:
-            print(f"== {name} at {scale}: scored already (--force re-runs it)", flush=True)
-            started = None
+        if (root / "scores" / scale / "dev" / "comparison.parquet").exists() and not args.force:
+            print(f"== {name} at {scale}: scored on dev already (--force re-runs it)", flush=True)
         else:
             print(f"== {name} at {scale}: {what}", flush=True)
             run(preset, per_scale[2:] if training_only else per_scale, scale)
-        results[name] = root
-        rows.append(summary_row(name, scale, root, what if not args.curve else f"data scale {scale}",
-                                time.perf_counter() - started if started is not None else None))
-        print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+            seconds[(name, scale)] = time.perf_counter() - started
+        roots[(name, scale)] = root
+        dev[(name, scale)] = dev_means(root, scale)
 
+    if args.curve:  # the curve is the default's own data-scale report: every scale's scored scopes
+        to_report = list(jobs)
+    else:
+        chosen, rule = choose({name: dev[(name, args.scale)] for name, _ in jobs}, default_config.evaluation.forgetting_margin)
+        to_report = [(name, args.scale) for name in dict.fromkeys([chosen, "default", *args.report]) if (name, args.scale) in roots]
+    for name, scale in to_report:
+        root = roots[(name, scale)]
+        if not (root / "scores" / scale / "comparison.parquet").exists() or args.force:
+            print(f"== {name} at {scale}: the scored scopes", flush=True)
+            started = time.perf_counter()
+            run(write_preset(name, VARIANTS[name][0], presets_dir), scored, scale)
+            seconds[(name, scale)] = seconds.get((name, scale), 0.0) + time.perf_counter() - started
+
+    def label(name: str, scale: str) -> str:
+        return VARIANTS[name][1] if not args.curve else f"data scale {scale}"
+
+    dev_rows = [summary_row(name, scale, roots[(name, scale)], label(name, scale), seconds.get((name, scale)), "dev") for name, scale in jobs]
+    test_rows = [summary_row(name, scale, roots[(name, scale)], label(name, scale), seconds.get((name, scale))) for name, scale in to_report]
+    command = " ".join(["`.venv/bin/python", "scripts/recipe_sweep.py"] + sys.argv[1:]) + "`"
+    text = [f"Measured with {command}: gains over the base model per scope (nDCG@10; F1 for bitext), paired bootstrap 95 % "
+            "intervals over queries; scope means weigh queries.", ""]
+    if not args.curve:
+        text += [f"**Dev split** (what variants are chosen on). Choice: **{chosen}** ({rule}).", "",
+                 pd.DataFrame(dev_rows).to_markdown(index=False, disable_numparse=True)]
+        dev_ablations = ablation_rows({name: roots[(name, s)] for name, s in jobs}, args.scale, "dev")
+        if dev_ablations:
+            text += ["", "Dev: each variant paired per query against the default:", "",
+                     pd.DataFrame(dev_ablations).to_markdown(index=False, disable_numparse=True)]
+        text += ["", f"**Scored scopes** (read once, for the chosen variant and the reported ones: {', '.join(n for n, _ in to_report)}):", ""]
     # Cells are formatted here; disable_numparse keeps tabulate from re-parsing "16.6" minutes as a score.
-    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
-    ablations = ablation_rows(results, args.scale)
-    text = [f"Measured with `{' '.join(['.venv/bin/python', 'scripts/recipe_sweep.py'] + sys.argv[1:])}`; "
-            "gains over the base model per scope (nDCG@10; F1 for bitext), paired bootstrap 95 % intervals over queries.", "", table]
+    text += [pd.DataFrame(test_rows).to_markdown(index=False, disable_numparse=True)]
+    ablations = ablation_rows({name: roots[(name, s)] for name, s in to_report}, args.scale) if not args.curve else []
     if ablations:
-        text += ["", "Each variant paired per query against the variant it changes (the default):", "", pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
+        text += ["", "Scored scopes: each variant paired per query against the default:", "",
+                 pd.DataFrame(ablations).to_markdown(index=False, disable_numparse=True)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text) + "\n", encoding="utf-8")
