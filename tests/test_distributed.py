@@ -99,6 +99,23 @@ def test_gradient_caching_replays_dropout_exactly():
         assert torch.allclose(grad, dict(reference_model.named_parameters())[name].grad, atol=1e-5, rtol=1e-4), name
 
 
+def _assert_same_updates(several, one, base):
+    """Two trainings from `base` moved every weight tensor alike. Gloo sums the ranks' gradients in
+    another order than one process, and Adam divides by the gradient's own scale: an element whose
+    gradient is near zero may step the other way (a few times the learning rate, far above any
+    fixed atol), so single elements are not evidence. A wrong label, mask or shard changes the
+    gradient of every element, i.e. the whole update: each tensor's updates must agree to within a
+    small fraction of their size (measured: about 1e-5 of it on a 2-core CPU)."""
+    moved = 0
+    for name in base:
+        update_several, update_one = several[name] - base[name], one[name] - base[name]
+        size = update_one.norm().item()
+        # 1e-4: a key bias gets no gradient (softmax ignores a shift), so its tiny update is noise alone.
+        assert (update_several - update_one).norm().item() <= 0.05 * size + 1e-4, name
+        moved += size > 1e-4
+    assert moved, "training must move the weights for this comparison to mean anything"
+
+
 @pytest.fixture(scope="module")
 def torchrun_preset(deterministic_encoder, tmp_path_factory):
     base = Path(os.environ["RETROFIT_CONFIG"])
@@ -138,13 +155,9 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     assert max(abs(a - b) for a, b in zip(one_process_losses, two_processes_losses)) < 1e-5
     # Per-batch losses are noisy; three passes over the same rows must fit them.
     assert sum(one_process_losses[-3:]) < sum(one_process_losses[:3])
-    # Adam divides by the gradient's own scale, so float-noise differences in tiny gradients grow
-    # to a fraction of one step (lr 1e-3); a wrong label or mask would differ by whole steps.
     base = load_file(Path(load_config(torchrun_preset).base_model) / "model.safetensors")
     assert two_processes.keys() == one_process.keys() == base.keys()
-    for name in one_process:
-        assert torch.allclose(two_processes[name], one_process[name], atol=3e-4), name
-    assert any(not torch.allclose(base[k], one_process[k], atol=1e-4) for k in base)  # it did train
+    _assert_same_updates(two_processes, one_process, base)
 
 
 def test_two_torchrun_nodes_on_loopback_train_what_one_process_trains(deterministic_encoder, tmp_path):
@@ -184,5 +197,4 @@ def test_two_torchrun_nodes_on_loopback_train_what_one_process_trains(determinis
     log = json.loads((checkpoint / "training_log.json").read_text())
     assert log["world_size"] == 2 and len(log["losses"]) == len(one_process_losses) >= 5
     assert max(abs(a - b) for a, b in zip(log["losses"], one_process_losses)) < 1e-5
-    for name in one_process:
-        assert torch.allclose(two_nodes[name], one_process[name], atol=3e-4), name
+    _assert_same_updates(two_nodes, one_process, load_file(deterministic_encoder / "model.safetensors"))

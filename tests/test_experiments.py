@@ -66,10 +66,11 @@ def test_each_experiment_has_its_own_keys_groups_partitions_jobs_resources_and_c
     defs = world["defs"]
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    for name in SHARED + PER_SCALE + ["data_scale_report", "promoted_checkpoint", "official_mteb_scores"]:
+    # dev_scores: defined for every experiment, materialized only with a dev split (the tiny preset has none).
+    for name in SHARED + PER_SCALE + ["dev_scores", "data_scale_report", "promoted_checkpoint", "official_mteb_scores"]:
         assert name in keys and f"{PREFIX}/{name}" in keys, name
     assert "experiments_report" in keys
-    assert len(keys) == 2 * 12 + 1
+    assert len(keys) == 2 * 13 + 1  # SHARED, PER_SCALE and the four above, per experiment
     assert graph.get(AssetKey("training_pool")).group_name == "data"
     assert graph.get(AssetKey([PREFIX, "training_pool"])).group_name == f"{PREFIX}__data"
     assert graph.get(AssetKey("experiments_report")).group_name == "evaluation"
