@@ -26,8 +26,10 @@ NEGATIVE_STRATEGIES = ("dense", "bm25", "random", "none")
 
 @dataclass
 class MiningSettings:
-    strategy: str = "dense"
-    num_negatives: int = 3
+    """Hard-negative mining (mining.py): where negatives come from and which candidates are refused."""
+
+    strategy: str = "dense"  # dense (the base model + FAISS) | bm25 | random | none (in-batch negatives only)
+    num_negatives: int = 3  # negatives per query; a query short of them is padded with random ones (counted)
     range_min: int = 0  # first rank (0-based, the query's positives not counted) a negative may come from
     range_max: int = 50  # ranks below this one (exclusive) may be chosen
     # False-negative filter, defined for every sign of the score: a candidate is dropped when it
@@ -38,13 +40,13 @@ class MiningSettings:
     # (query, passage) pairs, which for models whose cosines sit in a narrow high band (E5: random
     # pairs ~0.8, positives ~0.87) is the model's real zero.
     relative_margin: float | None = 0.05
-    absolute_margin: float | None = None
-    max_score: float | None = None
+    absolute_margin: float | None = None  # drop a candidate scoring above positive - this (cosine points); None: off
+    max_score: float | None = None  # drop a candidate scoring above this cosine; None: off
     margin_baseline: str = "zero"  # zero | random_pairs
     pool: str = "mixture"  # mixture: the mixture's positives; raw: plus the cleaned raw pool's positives of the same domains
     pool_max_passages: int | None = None  # cap on the extra raw passages (sampled by seed), to bound encoding time
-    query_chunk_size: int = 1024
-    seed: int = 13
+    query_chunk_size: int = 1024  # queries searched at once (bounds the score matrix's memory)
+    seed: int = 13  # raw-pool sampling, random negatives and padding
 
     def validate(self) -> None:
         if self.strategy not in NEGATIVE_STRATEGIES:

@@ -48,26 +48,28 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingSettings:
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    temperature: float = 0.05
-    max_query_length: int = 64
-    max_passage_length: int = 128
-    query_prefix: str = "query: "
-    passage_prefix: str = "passage: "
+    """Contrastive training of the encoder_checkpoint asset (InfoNCE over in-batch and hard negatives)."""
+
+    epochs: int = 1  # passes over the partition's pairs
+    batch_size: int = 32  # pairs per optimizer step (the global batch, over every process)
+    learning_rate: float = 5e-5  # AdamW's peak learning rate (linear warmup, then linear decay to 0)
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    warmup_ratio: float = 0.1  # share of the steps spent warming the learning rate up
+    temperature: float = 0.05  # InfoNCE temperature (similarities are divided by it)
+    max_query_length: int = 64  # tokens a query is truncated to in training
+    max_passage_length: int = 128  # tokens a passage is truncated to in training (scoring uses the model's own length)
+    query_prefix: str = "query: "  # prepended to every query, in training and scoring (E5's prompt)
+    passage_prefix: str = "passage: "  # prepended to every passage, in training and scoring
     precision: str = "bf16"  # bf16 | fp16 (with a gradient scaler) | fp32; used on CUDA only
     mini_batch_size: int | None = None  # gradient caching: encode at most this many texts with a graph at once
     # auto: off unless a step runs out of GPU memory, then on (decided by measurement, once); on | off
     gradient_checkpointing: str = "auto"
     compile_layers: bool = False  # torch.compile each transformer layer (regional: short compile, same code path)
-    device: str = "auto"
-    max_steps: int | None = None
-    save_every_steps: int = 50
-    seed: int = 13
-    trust_remote_code: bool = False
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<n>; `retrofit run --device` overrides it
+    max_steps: int | None = None  # stop after this many optimizer steps (None: the epochs decide)
+    save_every_steps: int = 50  # steps between resume points (weights, optimizer, scheduler, RNG)
+    seed: int = 13  # batch order and initialization of anything new (LoRA)
+    trust_remote_code: bool = False  # let transformers run the model repository's own code (e.g. gte-multilingual)
     launcher: str = "local"  # local | torchrun (the training asset starts torchrun through Dagster Pipes) | k8s
     nproc_per_node: int = 1  # torchrun processes (GPUs) per node
     # Several nodes: torchrun's c10d rendezvous. The asset starts this node's torchrun; every other
@@ -75,7 +77,7 @@ class TrainingSettings:
     # as the pods of a Kubernetes job (launcher k8s).
     nnodes: int = 1
     rdzv_endpoint: str | None = None  # host:port of the rendezvous (needed when nnodes > 1)
-    rdzv_id: str = "retrofit"
+    rdzv_id: str = "retrofit"  # torchrun's rendezvous id, the same on every node of one job
     k8s: dict | None = None  # launcher k8s: {image, namespace, env, resources, ...} for dagster-k8s' PipesK8sClient
     # Texts per padded sub-batch, sorted by length (None: one batch padded to its longest text).
     length_bucket_size: int | None = 16

@@ -46,10 +46,13 @@ def test_ablation_preset_overrides_only_what_it_names():
     assert ablation.training == base.training and ablation.experiment_dir != base.experiment_dir
 
 
-def test_unknown_config_key_is_named(tmp_path):
+def test_unknown_config_key_is_named_with_its_file_and_the_closest_valid_key(tmp_path):
     (tmp_path / "bad.yaml").write_text("extends: " + str(PRESETS_DIR / "default.yaml") + "\ntraining:\n  learning_rat: 1.0\n")
-    with pytest.raises(ValueError, match=r"'training': unknown key\(s\) \['learning_rat'\]"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key\(s\) training\.learning_rat \(did you mean training\.learning_rate\?\)"):
         load_config(tmp_path / "bad.yaml")
+    (tmp_path / "top.yaml").write_text("extends: " + str(PRESETS_DIR / "default.yaml") + "\nbase_modle: x\n")
+    with pytest.raises(ValueError, match=r"top\.yaml: unknown key\(s\) base_modle \(did you mean base_model\?\) in section 'top level'"):
+        load_config(tmp_path / "top.yaml")
 
 
 def test_failed_write_leaves_previous_version_intact(tmp_path):

@@ -19,7 +19,9 @@ SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
 
 @dataclass
 class SyntheticSettings:
-    enabled: bool = False
+    """LLM-written queries for passages (the synthetic_queries asset; docs/DATA_ENGINE.md)."""
+
+    enabled: bool = False  # add the synthetic_queries asset; its kept pairs join the training pool
     # The endpoint: an OpenAI-compatible server (vLLM, llama.cpp server, Ollama, TGI, `transformers
     # serve`). base_url usually ends in /v1. Replies are cached per server: base_url and the model
     # the server reports (GET /v1/models), shown as `server` ("<model> @ <base_url>") in the metadata.
@@ -34,7 +36,7 @@ class SyntheticSettings:
     # kind); a documents source gives its training passages, any other its pairs' positives.
     passage_sources: list[str] = field(default_factory=lambda: ["documents"])
     passages_per_language: int = 100  # drawn by seed per passage language
-    min_passage_chars: int = 80
+    min_passage_chars: int = 80  # shorter passages get no query (counted)
     # What is asked for, per passage: question | keywords | cross_lingual.
     query_types: list[str] = field(default_factory=lambda: ["question", "keywords", "cross_lingual"])
     query_language: str | None = None  # None: the passage's language (question, keywords)
@@ -42,25 +44,25 @@ class SyntheticSettings:
     prompt_version: str = "v1"  # assets/prompts/synthetic_<type>.<version>.md
     prompts_dir: str | None = None  # default assets/prompts
     # Generation parameters (part of the cache key).
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float | None = None
+    max_tokens: int = 64  # tokens the LLM may write per reply
+    temperature: float = 0.0  # sampling temperature (0: greedy)
+    top_p: float | None = None  # nucleus sampling (None: the server's default)
     seed: int = 13  # passage sampling; also sent to the server (and part of the cache key)
     # Transport.
-    concurrency: int = 4
-    timeout_s: float = 60.0
-    max_retries: int = 3
-    backoff_s: float = 1.0
+    concurrency: int = 4  # requests in flight at once
+    timeout_s: float = 60.0  # seconds per request before it counts as failed
+    max_retries: int = 3  # retries of a failed request (timeouts, 429, 5xx)
+    backoff_s: float = 1.0  # first retry's wait in seconds, doubled each retry (with jitter; a Retry-After is honoured)
     max_failed_requests: int = 20  # more failed requests (after retries) than this stop the run
     # Budget per run (cache hits are free): None is unlimited.
-    max_requests: int | None = None
-    max_total_tokens: int | None = None
+    max_requests: int | None = None  # HTTP requests sent (every attempt, retries too; cache hits are free)
+    max_total_tokens: int | None = None  # prompt + reply tokens the server reports, summed over the run
     # Filters, in this order; each drop is counted in the asset's metadata.
-    min_query_chars: int = 8
-    max_query_chars: int = 300
+    min_query_chars: int = 8  # shorter queries are dropped (counted)
+    max_query_chars: int = 300  # longer queries are dropped (counted)
     copy_ngram: int = 3  # word n-grams (characters for CJK/Thai text)
     max_copy_overlap: float = 0.5  # share of the query's n-grams found in its passage
-    language_filter: bool = True
+    language_filter: bool = True  # drop a query not in the language asked for (a language identifier decides)
     min_language_probability: float = 0.1  # see synthetic/language_id.py
     round_trip_top_k: int | None = 3  # the source passage must rank within top-k of the pool (None: off)
     round_trip_pool_per_language: int = 2000  # pool passages per language (the selected ones always in)
