@@ -31,11 +31,15 @@ def run(config_path: str | None, scales: list[str] | None, device: str, verbose:
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     # Imported after the config is chosen: the partitions are read from it.
+    import pandas as pd
+
     from .cli_output import quiet_terminal, run_logger
+    from .comparison import scope_means
     from .config import load_config
     from .dagster_defs.pools import owner_tags
     from .definitions import defs
     from .paths import ArtifactPaths
+    from .promotion import gates_summary
 
     config = load_config()
     scales = scales or [config.default_scale or next(iter(config.data_scales))]
@@ -82,6 +86,8 @@ def run(config_path: str | None, scales: list[str] | None, device: str, verbose:
         print(f"\nBase vs retrofitted ({config.name}, {scale}) on every scope (nDCG@10; F1 for bitext mining), "
               "each scope's mean first, then per domain and language, with the paired bootstrap 95 % interval of each gain:\n")
         print((paths.scores(scale) / "score_table.md").read_text(encoding="utf-8"))
+        print(gates_summary(scope_means(pd.read_parquet(paths.scores(scale) / "comparison.parquet")),
+                            config.evaluation.forgetting_margin))
     if no_gain:
         print(f"\nNO IN-DOMAIN GAIN: at data scale(s) {', '.join(no_gain)} the in-domain gain's 95 % interval is not above zero "
               "(the CHECK FAILED line above); such a checkpoint is never promoted.")

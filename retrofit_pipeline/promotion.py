@@ -58,6 +58,20 @@ def forgetting_problems(means: dict[str, dict[str, float]], forgetting_margin: f
             for scope, values in others.items() if values["ci_low"] <= -forgetting_margin]
 
 
+def gates_summary(means: dict[str, dict[str, float]], forgetting_margin: float) -> str:
+    """The two gates' verdicts on these scope means, with the bound each read and the margin, for a
+    reader of the table (passing or not)."""
+    in_domain = means.get(IN_DOMAIN)
+    gain = ("PASS" if not in_domain_problems(means) else "FAIL") + (
+        f" (lower bound {in_domain['ci_low']:+.4f})" if in_domain else " (no in-domain score)")
+    others = {scope: values for scope, values in means.items() if scope != IN_DOMAIN}
+    lowest = min(others, key=lambda scope: others[scope]["ci_low"]) if others else None
+    forgetting = ("PASS" if not forgetting_problems(means, forgetting_margin) else "FAIL") + (
+        f" (lowest: {lowest} {others[lowest]['ci_low']:+.4f})" if lowest else " (no other scope scored)")
+    return (f"Gates, on the 95 % intervals: in-domain gain above zero: {gain}; no forgetting, every other scope's lower "
+            f"bound above {-forgetting_margin:+g} (evaluation.forgetting_margin {forgetting_margin:g}): {forgetting}.")
+
+
 def gate_against_base(means: dict[str, dict[str, float]], forgetting_margin: float) -> list[str]:
     """Why scores with these scope means (comparison against the base) fail the rules, or []."""
     return in_domain_problems(means) + forgetting_problems(means, forgetting_margin)

@@ -25,6 +25,8 @@ def test_retrofit_run_prints_paths_and_scores(tmp_path):
     assert "**mean**" in out and "| ru " in out and "95% CI of gain" in out
     assert all(f"| {scope} " in out for scope in ("in-domain", "held-out task", "out-of-domain", "pooled", "cross-lingual", "bitext"))
     assert (experiment / "scores" / "large" / "score_table.md").exists()
+    assert out.count("Gates, on the 95 % intervals: in-domain gain above zero: ") == 2  # one per scale, passing or not
+    assert "every other scope's lower bound above -1 (evaluation.forgetting_margin 1): PASS" in out
     # Quiet by default: a line per step and the tables; Dagster's debug log and the library noise go to the log file.
     assert "DEBUG" not in out and "DEBUG" not in result.stderr and "Warning" not in result.stderr
     assert "  done  encoder_checkpoint" in out and len(out.splitlines()) < 120
@@ -53,3 +55,5 @@ def test_retrofit_run_shows_the_scores_and_fails_when_the_forgetting_gate_fails(
     assert result.returncode == 1, result.stderr[-3000:]
     assert "CHECK FAILED" in result.stdout and "no_forgetting" in result.stdout
     assert "| pooled " in result.stdout and "FORGETTING: at data scale(s) small" in result.stdout
+    # The gates' verdict and the margin they read are stated under the table.
+    assert "no forgetting, every other scope's lower bound above +1 (evaluation.forgetting_margin -1): FAIL" in result.stdout

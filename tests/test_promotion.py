@@ -109,3 +109,18 @@ def test_the_same_weights_are_not_promoted_twice():
     candidate = _candidate("2k", {"in-domain": 0.6, "pooled": 0.42, "bitext": 0.80}, identity="abc")
     decision = decide([candidate], {"model_identity": "abc", "evaluation_fingerprint": "set-1"}, None)
     assert not decision.promoted and "current model already" in decision.reason
+
+
+def test_gates_summary_states_each_verdict_the_bound_it_read_and_the_margin():
+    from retrofit_pipeline.promotion import gates_summary
+
+    def means(in_domain_low, other_low):
+        return {"in-domain": {"gain": 0.03, "ci_low": in_domain_low, "ci_high": 0.05, "base": 0.7},
+                "pooled": {"gain": 0.0, "ci_low": other_low, "ci_high": 0.02, "base": 0.4},
+                "bitext": {"gain": 0.01, "ci_low": other_low + 0.01, "ci_high": 0.03, "base": 0.8}}
+
+    passing = gates_summary(means(0.01, -0.015), 0.02)
+    assert "in-domain gain above zero: PASS (lower bound +0.0100)" in passing
+    assert "above -0.02 (evaluation.forgetting_margin 0.02): PASS (lowest: pooled -0.0150)" in passing
+    failing = gates_summary(means(-0.001, -0.025), 0.02)
+    assert "in-domain gain above zero: FAIL (lower bound -0.0010)" in failing and "PASS" not in failing
