@@ -10,7 +10,7 @@ Each variant is the default preset with a few keys changed, run as its own exper
 -> encoder_checkpoint -> dev_scores. Variants are compared and ranked on the DEV split only (every
 scope, on document identities disjoint from the scored ones; evaluation.dev_fraction); the rule is
 `choose`'s. The scored scopes (faiss_index -> retrieval_scores) are then read once, for the chosen
-variant and for the variants named by --report (what the README reports): choose on dev, report on
+variant and for the variants named by --report (what docs/RESULTS.md reports): choose on dev, report on
 test. The data every variant shares (raw corpora, evaluation set, training pool, base-model scores
 on both splits) is materialized once by the default experiment and copied into each variant's
 folder first; the evaluation fingerprint checks prove they are scored on the same queries. The
