@@ -99,6 +99,19 @@ def test_gradient_caching_replays_dropout_exactly():
         assert torch.allclose(grad, dict(reference_model.named_parameters())[name].grad, atol=1e-5, rtol=1e-4), name
 
 
+def _assert_same_losses(several, one):
+    """Each step's loss agrees to float32 reduction noise. The ranks' gradients are summed in another
+    order than one process's, so the weights drift apart a little with every step: the largest
+    difference measured was 2e-6 here and 2.7e-5 on CI's CPU, against losses that start near 3.7
+    and fall to 1e-3. The tolerance is 1e-4 of the first loss (the loss's scale), not of each step's:
+    a late loss near zero says nothing about the noise. A wrong shard changes the very first loss,
+    a missing gradient all-reduce every later one, each by far more."""
+    assert len(several) == len(one) >= 5
+    tolerance = 1e-4 * max(abs(x) for x in one)
+    for step, (a, b) in enumerate(zip(several, one)):
+        assert abs(a - b) <= tolerance, (step, a, b, tolerance)
+
+
 def _assert_same_updates(several, one, base):
     """Two trainings from `base` moved every weight tensor alike. Gloo sums the ranks' gradients in
     another order than one process, and Adam divides by the gradient's own scale: an element whose
@@ -152,7 +165,7 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     one_process = load_file(checkpoint / "model.safetensors")
     one_process_losses = json.loads((checkpoint / "training_log.json").read_text())["losses"]
     assert len(one_process_losses) == len(two_processes_losses) >= 5
-    assert max(abs(a - b) for a, b in zip(one_process_losses, two_processes_losses)) < 1e-5
+    _assert_same_losses(two_processes_losses, one_process_losses)
     # Per-batch losses are noisy; three passes over the same rows must fit them.
     assert sum(one_process_losses[-3:]) < sum(one_process_losses[:3])
     base = load_file(Path(load_config(torchrun_preset).base_model) / "model.safetensors")
@@ -196,5 +209,5 @@ def test_two_torchrun_nodes_on_loopback_train_what_one_process_trains(determinis
     two_nodes = load_file(checkpoint / "model.safetensors")
     log = json.loads((checkpoint / "training_log.json").read_text())
     assert log["world_size"] == 2 and len(log["losses"]) == len(one_process_losses) >= 5
-    assert max(abs(a - b) for a, b in zip(log["losses"], one_process_losses)) < 1e-5
+    _assert_same_losses(log["losses"], one_process_losses)
     _assert_same_updates(two_nodes, one_process, load_file(deterministic_encoder / "model.safetensors"))
