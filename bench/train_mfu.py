@@ -2,7 +2,7 @@
 
 The model is xlm-roberta-base's architecture (12 layers, hidden 768, vocabulary 250,002:
 ~278M parameters) with random weights, so it runs offline; throughput does not depend on the
-weights. Each step is the pipeline's own training step (retrofit_pipeline.training.
+weights. Each step is the pipeline's own training step (retrofit_pipeline.trainer.
 training_step: InfoNCE, clipping, fused AdamW) on `--batch-size` queries, their positives and `--negatives` hard
 negatives per query, every text padded/truncated to `--seq-len` tokens, bf16 autocast and
 gradient checkpointing on CUDA (the pipeline's GPU defaults).
@@ -86,7 +86,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from retrofit_pipeline.encoder import load_encoder, resolve_device
-    from retrofit_pipeline.training import TrainingSettings, false_negative_mask, make_optimizer, training_step
+    from retrofit_pipeline.losses import false_negative_mask
+    from retrofit_pipeline.trainer import make_optimizer, training_step
+    from retrofit_pipeline.training import TrainingSettings
 
     device = resolve_device(args.device)
     words = "retrieval encoder passage query multilingual language model training negative index".split()
@@ -95,7 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_xlmr_base_shape(Path(tmp) / "xlmr-base-shape", texts, args.layers, args.hidden)
         model = load_encoder(str(model_dir), device=device, max_length=args.seq_len, query_prefix="", passage_prefix="")
-    from retrofit_pipeline.training import compile_layers, enable_gradient_checkpointing, freeze_token_embeddings
+    from retrofit_pipeline.weights import compile_layers, enable_gradient_checkpointing, freeze_token_embeddings
 
     if args.checkpointing == "on":
         enable_gradient_checkpointing(model)

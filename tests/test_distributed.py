@@ -20,7 +20,9 @@ from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
 from retrofit_pipeline.definitions import defs
 from retrofit_pipeline.encoder import load_encoder
 from retrofit_pipeline.paths import ArtifactPaths
-from retrofit_pipeline.training import TrainingSettings, _embed, contrastive_backward, false_negative_mask, info_nce_loss
+from retrofit_pipeline.losses import false_negative_mask, info_nce_loss
+from retrofit_pipeline.trainer import contrastive_backward, embed_for_training
+from retrofit_pipeline.training import TrainingSettings
 from synthetic import training_pairs
 
 
@@ -79,8 +81,8 @@ def test_gradient_caching_replays_dropout_exactly():
 
     model = fresh_model()
     torch.manual_seed(5)
-    a = _embed(model, queries[:5], 32, "cpu", "fp32")
-    b = _embed(model, queries[:5], 32, "cpu", "fp32")
+    a = embed_for_training(model, queries[:5], 32, "cpu", "fp32")
+    b = embed_for_training(model, queries[:5], 32, "cpu", "fp32")
     assert not torch.allclose(a, b), "dropout must be active for this test to mean anything"
 
     torch.manual_seed(11)
@@ -91,7 +93,7 @@ def test_gradient_caching_replays_dropout_exactly():
     torch.manual_seed(11)
     reference_model = fresh_model()
     chunks = [(queries[i:i + 5], 32) for i in range(0, 12, 5)] + [(passages[i:i + 5], 48) for i in range(0, 12, 5)]
-    embeddings = [_embed(reference_model, texts, length, "cpu", "fp32") for texts, length in chunks]
+    embeddings = [embed_for_training(reference_model, texts, length, "cpu", "fp32") for texts, length in chunks]
     reference_loss = info_nce_loss(torch.cat(embeddings[:3]), torch.cat(embeddings[3:]), settings.temperature, mask, labels)
     reference_loss.backward()
     assert torch.allclose(cached_loss, reference_loss.detach(), atol=1e-6)
@@ -135,7 +137,11 @@ def torchrun_preset(deterministic_encoder, tmp_path_factory):
     preset = tmp_path_factory.mktemp("torchrun") / "tiny_torchrun.yaml"
     preset.write_text(yaml.safe_dump({
         "extends": str(base), "name": "tiny-torchrun", "base_model": str(deterministic_encoder),
-        "training": {"launcher": "torchrun", "nproc_per_node": 2, "epochs": 3, "save_every_steps": 3},
+        # Distillation from a stored teacher: the asset fills the teacher's store before the launch,
+        # every rank reads its batch's rows from it, and the gathered teacher scores must match one process's.
+        "negatives": {"teacher": str(base.parent / "tiny-encoder")},
+        "training": {"launcher": "torchrun", "nproc_per_node": 2, "epochs": 3, "save_every_steps": 3, "distill_weight": 0.5,
+                     "distill_from": "teacher"},
     }))
     return preset
 
@@ -152,6 +158,8 @@ def test_torchrun_through_dagster_pipes_trains_what_one_process_trains(torchrun_
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     assert metadata["world_size"] == 2 and metadata["device"] == "cpu" and metadata["steps"] >= 5
     assert "data:image/png;base64" in metadata["loss_curve"]
+    # Distilled from the stored teacher: the asset encoded every training text once, the ranks read them.
+    assert metadata["distillation_teacher"]["teacher"].endswith("tiny-encoder") and metadata["distillation_teacher"]["encoded"] == 0
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
     assert any("step" in m and "loss" in m for m in logs)  # rank 0's progress reached the Dagster run
 

@@ -23,7 +23,7 @@ from retrofit_pipeline.dagster_defs.resources import RetrofitSettings
 from retrofit_pipeline.definitions import defs
 from retrofit_pipeline.distributed_training import read_training_data
 from retrofit_pipeline.paths import ArtifactPaths
-from retrofit_pipeline.training import train_encoder
+from retrofit_pipeline.trainer import train_encoder
 
 EVERYTHING = list(defs.assets) + list(defs.asset_checks)
 

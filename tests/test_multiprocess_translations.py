@@ -12,7 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from retrofit_pipeline.training import Distributed, TrainingSettings, _batches, _local_batch, answers_by_row, train_encoder
+from retrofit_pipeline.process_group import Distributed
+from retrofit_pipeline.sampler import answers_by_row, local_batch, query_batches
+from retrofit_pipeline.trainer import train_encoder
+from retrofit_pipeline.training import TrainingSettings
 from synthetic import training_pairs
 
 BATCH, ROWS = 8, 32
@@ -36,8 +39,8 @@ def test_ranks_are_padded_to_equal_passage_counts_with_masked_slots():
     positives, negatives, queries = data["positive"].tolist(), data["negatives"].tolist(), data["query"].tolist()
     translations, answers = data["positive_translations"].tolist(), answers_by_row(data)
     index = np.array([0, 1, 3, 2, 4, 5])  # rank 0: rows 0, 1, 3 (1 translation), rank 1: rows 2, 4, 5 (2 + 1 + 2 = 5)
-    batches = [_local_batch(index, Distributed(rank, 2), positives, negatives, "", "", queries, answers, translations) for rank in (0, 1)]
-    (_, passages0, mask0, labels0, extra0), (_, passages1, mask1, labels1, extra1) = batches
+    batches = [local_batch(index, Distributed(rank, 2), positives, negatives, "", "", queries, answers, translations) for rank in (0, 1)]
+    (_, passages0, mask0, labels0, extra0, *_), (_, passages1, mask1, labels1, extra1, *_) = batches
     # Rank 0: 3 positives + 1 translation + 3 negatives, padded to rank 1's 3 + 5 + 3 = 11.
     assert len(passages0) == len(passages1) == 11
     assert passages0[:4] == [positives[0], positives[1], positives[3], translations[1][0]] and passages0[7:] == [""] * 4
@@ -47,7 +50,7 @@ def test_ranks_are_padded_to_equal_passage_counts_with_masked_slots():
     assert extra0[1].nonzero().flatten().tolist() == [3] and not extra0[[0, 2]].any()
     assert [row.nonzero().flatten().tolist() for row in extra1] == [[14, 15], [16], [17, 18]]
     # One process: the same global batch, nothing padded.
-    _, alone, mask, labels, extra = _local_batch(index, Distributed(), positives, negatives, "", "", queries, answers, translations)
+    _, alone, mask, labels, extra, *_ = local_batch(index, Distributed(), positives, negatives, "", "", queries, answers, translations)
     assert len(alone) == 6 + 6 + 6 and "" not in alone and labels.tolist() == list(range(6)) and not mask.any()
 
 
@@ -77,7 +80,7 @@ def test_unequal_translation_counts_train_under_two_processes_like_one(tmp_path)
     counts = [len(t) for t in data["positive_translations"]]
     query_ids = data["query_id"].tolist() if "query_id" in data else data["query"].tolist()
     half = BATCH // 2
-    batches = _batches(query_ids, BATCH, _settings().seed, 1)
+    batches = query_batches(query_ids, BATCH, _settings().seed, 1)
     # The point of the test: some step's two ranks hold different numbers of translations.
     assert any(sum(counts[i] for i in b[:half]) != sum(counts[i] for i in b[half:]) for b in batches)
 

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from retrofit_pipeline.encoder import encode_texts, load_encoder
 from retrofit_pipeline.evaluation import ndcg_from_rankings
-from retrofit_pipeline.training import TrainingSettings, info_nce_loss, train_encoder
+from retrofit_pipeline.losses import info_nce_loss
+from retrofit_pipeline.trainer import train_encoder
+from retrofit_pipeline.training import TrainingSettings
 from synthetic import evaluation_frames, training_pairs
 
 
@@ -90,7 +92,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(base_model, tmp_pat
 
 
 def test_same_text_as_the_positive_is_masked_not_punished():
-    from retrofit_pipeline.training import false_negative_mask
+    from retrofit_pipeline.losses import false_negative_mask
 
     mask = false_negative_mask([["list files"], ["copy files"]], ["list files", "copy files", "list files", "remove"])
     assert mask.tolist() == [[False, False, True, False], [False, False, False, False]]
@@ -98,7 +100,8 @@ def test_same_text_as_the_positive_is_masked_not_punished():
 
 def test_other_positives_of_the_same_query_are_masked_in_the_batch():
     """MIRACL-style rows: one query, two positives. Neither row may punish the other's positive."""
-    from retrofit_pipeline.training import answers_by_row, false_negative_mask
+    from retrofit_pipeline.losses import false_negative_mask
+    from retrofit_pipeline.sampler import answers_by_row
 
     data = pd.DataFrame({"query_id": ["q1", "q1", "q2"], "query": ["wer schrieb faust"] * 2 + ["hauptstadt"],
                          "positive": ["Goethe schrieb Faust.", "Faust ist von Goethe.", "Berlin ist die Hauptstadt."],
@@ -127,22 +130,23 @@ def test_masked_loss_equals_a_hand_computation():
 
 
 def test_batches_hold_each_query_once():
-    from retrofit_pipeline.training import _batches
+    from retrofit_pipeline.sampler import query_batches
 
     query_ids = ["a", "a", "a", "b", "c", "d", "e", "f", "g", "h", "b", "c"]
-    batches = _batches(query_ids, 4, seed=1, epochs=2)
+    batches = query_batches(query_ids, 4, seed=1, epochs=2)
     # 12 rows, "a" three times: at most 3 batches an epoch, and a row whose query is already in the
     # batch waits for the next one; rows still waiting at the end go with the epoch's dropped partial batch.
     assert len(batches) == 5 and sum(len(b) for b in batches) == 20
     for batch in batches:
         assert len({query_ids[i] for i in batch}) == len(batch) == 4
     # Without duplicates it is the plain seeded permutation, cut into batches.
-    plain = _batches(list("abcdefgh"), 4, seed=3, epochs=1)
+    plain = query_batches(list("abcdefgh"), 4, seed=3, epochs=1)
     assert [b.tolist() for b in plain] == [x.tolist() for x in np.split(np.random.default_rng(3).permutation(8), 2)]
 
 
 def test_no_weight_decay_on_biases_and_layer_norms_and_frozen_embeddings_stay(base_model, tmp_path):
-    from retrofit_pipeline.training import freeze_token_embeddings, make_optimizer
+    from retrofit_pipeline.trainer import make_optimizer
+    from retrofit_pipeline.weights import freeze_token_embeddings
 
     model = load_encoder(base_model, device="cpu")
     frozen = freeze_token_embeddings(model)
@@ -178,7 +182,8 @@ def test_interpolation_with_the_base_lands_between_base_and_trained(base_model, 
 def test_fp16_gradient_scaler_gives_the_unscaled_update(base_model):
     """The scaler multiplies the loss before backward and divides the gradients before clipping and
     the step: the update must equal the one without scaling (checked with the CPU scaler)."""
-    from retrofit_pipeline.training import false_negative_mask, make_optimizer, training_step
+    from retrofit_pipeline.losses import false_negative_mask
+    from retrofit_pipeline.trainer import make_optimizer, training_step
 
     data = training_pairs(8)
     queries, passages = ["query: " + q for q in data["query"]], ["passage: " + p for p in data["positive"]]
@@ -216,25 +221,26 @@ def test_resume_under_another_world_size_warns_and_continues(base_model, tmp_pat
 
 
 def test_length_buckets_give_the_embeddings_of_one_padded_batch(base_model):
-    from retrofit_pipeline.training import _embed
+    from retrofit_pipeline.trainer import embed_for_training
 
     model = load_encoder(base_model, device="cpu")
     model.eval()
     texts = [t * (1 + i % 4) for i, t in enumerate(training_pairs(20)["positive"])]
     with torch.no_grad():
-        whole = _embed(model, texts, 48, "cpu", "fp32")
-        bucketed = _embed(model, texts, 48, "cpu", "fp32", bucket_size=3)
+        whole = embed_for_training(model, texts, 48, "cpu", "fp32")
+        bucketed = embed_for_training(model, texts, 48, "cpu", "fp32", bucket_size=3)
     torch.testing.assert_close(whole, bucketed, rtol=1e-4, atol=1e-5)
 
 
 def test_dropout_off_and_only_top_layers_train(base_model, tmp_path):
-    from retrofit_pipeline.training import _embed, set_dropout
+    from retrofit_pipeline.trainer import embed_for_training
+    from retrofit_pipeline.weights import set_dropout
 
     model = load_encoder(base_model, device="cpu")
     model.train()
     set_dropout(model, 0.0)
     texts = training_pairs(6)["query"].tolist()
-    torch.testing.assert_close(_embed(model, texts, 32, "cpu", "fp32"), _embed(model, texts, 32, "cpu", "fp32"))  # no dropout left
+    torch.testing.assert_close(embed_for_training(model, texts, 32, "cpu", "fp32"), embed_for_training(model, texts, 32, "cpu", "fp32"))  # no dropout left
 
     data = training_pairs(64).assign(negatives=[[] for _ in range(64)])
     train_encoder(base_model, data, _settings(epochs=1, dropout=0.0, trainable_top_layers=1), tmp_path / "top", tmp_path / "work")
@@ -248,19 +254,20 @@ def test_dropout_off_and_only_top_layers_train(base_model, tmp_path):
 
 
 def test_regionally_compiled_layers_compute_the_same_embeddings_and_train(base_model):
-    from retrofit_pipeline.training import _embed, compile_layers
+    from retrofit_pipeline.trainer import embed_for_training
+    from retrofit_pipeline.weights import compile_layers
 
     model = load_encoder(base_model, device="cpu")
     model.eval()
     texts = [f"{q} {i}" for i, q in enumerate(training_pairs(10)["query"])]
     with torch.no_grad():
-        eager = _embed(model, texts, 32, "cpu", "fp32")
+        eager = embed_for_training(model, texts, 32, "cpu", "fp32")
     assert compile_layers(model) == 2
     with torch.no_grad():
-        compiled = _embed(model, texts, 32, "cpu", "fp32")
+        compiled = embed_for_training(model, texts, 32, "cpu", "fp32")
     torch.testing.assert_close(eager, compiled, rtol=1e-4, atol=1e-5)
     model.train()
-    _embed(model, texts, 32, "cpu", "fp32").sum().backward()
+    embed_for_training(model, texts, 32, "cpu", "fp32").sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "encoder.layer" in n and p.requires_grad)
 
 
@@ -300,7 +307,8 @@ def test_translations_of_the_positive_are_correct_answers_in_the_batch():
     """Rows of one document (identity) in other languages: their passages are masked as negatives
     of each other's queries, as other positives of the same query are."""
     from retrofit_pipeline.mining import other_positives_by_row
-    from retrofit_pipeline.training import answers_by_row, false_negative_mask
+    from retrofit_pipeline.losses import false_negative_mask
+    from retrofit_pipeline.sampler import answers_by_row
 
     pool = pd.DataFrame({"query_id": ["q-de", "q-fr", "q-x"], "identity": ["man:ls.1", "man:ls.1", "man:cp.1"],
                          "positive": ["ls listet Dateien", "ls liste les fichiers", "cp kopiert"]})
@@ -312,11 +320,12 @@ def test_translations_of_the_positive_are_correct_answers_in_the_batch():
 
 
 def test_translation_positives_join_the_batch_as_positives_not_masked():
-    from retrofit_pipeline.training import Distributed, _local_batch, answers_by_row
+    from retrofit_pipeline.process_group import Distributed
+    from retrofit_pipeline.sampler import answers_by_row, local_batch
 
     data = pd.DataFrame({"query_id": ["a", "b"], "query": ["qa", "qb"], "positive": ["pa-de", "pb-de"],
                          "other_positives": [["pa-fr"], []]})
-    queries, passages, mask, labels, extra = _local_batch(
+    queries, passages, mask, labels, extra, *_ = local_batch(
         np.array([0, 1]), Distributed(), data["positive"].tolist(), [["n1"], ["n2"]], "", "", data["query"].tolist(), answers_by_row(data),
         translations=[["pa-fr"], []])
     assert passages == ["pa-de", "pb-de", "pa-fr", "n1", "n2"] and labels.tolist() == [0, 1]
@@ -331,7 +340,7 @@ def test_translation_positives_join_the_batch_as_positives_not_masked():
 
 
 def test_distillation_is_zero_at_the_teacher_and_pulls_towards_it():
-    from retrofit_pipeline.training import distillation_loss
+    from retrofit_pipeline.losses import distillation_loss
 
     generator = torch.Generator().manual_seed(3)
     tq, tp = torch.randn(4, 8, generator=generator), torch.randn(6, 8, generator=generator)
@@ -346,11 +355,11 @@ def test_distillation_is_zero_at_the_teacher_and_pulls_towards_it():
 
 
 def test_batches_by_language_hold_one_language_while_it_fills_one():
-    from retrofit_pipeline.training import _batches
+    from retrofit_pipeline.sampler import query_batches
 
     languages = ["de"] * 9 + ["fr"] * 8 + ["ja"] * 3
     query_ids = [f"q{i}" for i in range(len(languages))]
-    batches = _batches(query_ids, 4, seed=5, epochs=1, groups=languages)
+    batches = query_batches(query_ids, 4, seed=5, epochs=1, groups=languages)
     kinds = sorted("".join(sorted({languages[i] for i in batch})) for batch in batches)
     # de: 2 full batches (1 left over), fr: 2, ja: none; the 4 leftovers make one mixed batch.
     assert kinds == ["de", "de", "deja", "fr", "fr"]
@@ -391,7 +400,7 @@ def test_merging_with_the_base_interpolates_and_the_alpha_rule_prefers_no_forget
 def test_lora_keeps_its_own_dropout_when_training_dropout_is_set(base_model, tmp_path, monkeypatch):
     """training.dropout is the encoder's; set after the adapters existed it overwrote LoRA's own
     (training.lora.dropout) too."""
-    import retrofit_pipeline.training as training
+    import retrofit_pipeline.trainer as training
 
     seen = []
     real_step = training.training_step

@@ -2,8 +2,8 @@
 
 An asset's code version is a hash of the source of the modules that compute it and of the preset
 sections it reads, taken from the preset of the experiment the asset belongs to (RETROFIT_CONFIG for
-the primary one, as its partitions are; each RETROFIT_EXPERIMENTS preset for its own). Editing training.py, or the `training:` section of the preset, changes the code
-version of encoder_checkpoint only; Dagster then shows it and everything downstream of it as stale,
+the primary one, as its partitions are; each RETROFIT_EXPERIMENTS preset for its own). Editing trainer.py (or a loss), or the `training:` section of the preset, changes the
+code version of encoder_checkpoint only; Dagster then shows it and everything downstream of it as stale,
 while the mixture and the negatives stay fresh. Raw data carries a data version of its own
 (a content hash, set by the asset), so a data refresh marks its dependants stale the same way."""
 
@@ -38,13 +38,13 @@ ASSET_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                           ("synthetic", "raw_sources", "base_model", "encode_batch_size", "evaluation.held_out_domains",
                            "training.query_prefix", "training.passage_prefix", "training.max_query_length", "training.max_passage_length")),
     "training_mixture": (("mixing.py",), ("mixture", "data_scales")),
-    "hard_negatives": (("mining.py", "encoder.py", "indexing.py", "dagster_defs/assets/negatives.py"),
+    "hard_negatives": (("mining.py", "encoder.py", "indexing.py", "teacher.py", *_SCORING, "dagster_defs/assets/negatives.py"),
                        ("negatives", "base_model", "encode_batch_size", "training.query_prefix", "training.passage_prefix",
                         "training.max_query_length", "training.max_passage_length", "training.trust_remote_code")),
     # The merge step scores alphas on the dev split, so the checkpoint also reads the evaluation plan.
-    "encoder_checkpoint": (("training.py", "encoder.py", "model_card.py", "distributed_training.py", "merging.py", *_SCORING,
+    "encoder_checkpoint": (("training.py", "trainer.py", "losses", "sampler.py", "weights.py", "process_group.py", "teacher.py", "encoder.py", "model_card.py", "distributed_training.py", "merging.py", *_SCORING,
                             "dagster_defs/assets/checkpoint.py"),
-                           ("training", "base_model", "merge", *_DEV_SPLIT)),
+                           ("training", "base_model", "negatives.teacher", "merge", *_DEV_SPLIT)),
     "faiss_index": (("indexing.py", *_SCORING, "dagster_defs/assets/index.py"), ("index_factory", "evaluation")),
     "base_model_scores": ((*_SCORING, "dagster_defs/assets/scores.py"),
                           ("base_model", "evaluation", "training.query_prefix", "training.passage_prefix")),

@@ -11,7 +11,8 @@ from ...merging import choose_alpha, write_merged
 from ...model_card import render_model_card
 from ...reporting import merge_curve_png, merge_curve_table, png_markdown
 from ...scoring import model_folder, read_scores, score_encoder, scoring_encoder
-from ...training import train_encoder
+from ...teacher import distillation_targets
+from ...trainer import train_encoder
 from ..evaluation_plan import evaluation_plan
 from ..experiment import Experiment
 from ..pools import ACCELERATOR_POOL
@@ -50,20 +51,32 @@ def build(exp: Experiment) -> list:
 def _train_here(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
     config, paths = settings.pipeline(), settings.paths()
     data = read_training_data(paths, scale)
+    targets = _teacher_targets(context, config, data)
     result = train_encoder(
         config.base_model, data, config.training, paths.checkpoint(scale), paths.training_work(scale),
         model_card=lambda r: render_model_card(config, scale, data, r, scores=None),
-        on_progress=progress_logger(context.log.info, len(data), config.training.batch_size),
+        on_progress=progress_logger(context.log.info, len(data), config.training.batch_size), teacher_targets=targets,
     )
     if result.resumed_from_step:
         context.log.info(f"resumed from step {result.resumed_from_step}")
     for warning in result.warnings:  # also in the metadata (warnings)
         context.log.warning(warning)
-    metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)))
+    metadata = checkpoint_metadata(config, data, result, str(paths.checkpoint(scale)), targets.metadata if targets else None)
     return MaterializeResult(metadata={
         key: _METADATA_TYPES[value["type"]](value["raw_value"]) if isinstance(value, dict) else value
         for key, value in metadata.items()
     })
+
+
+def _teacher_targets(context: AssetExecutionContext, config, data):
+    """distill_from teacher: the teacher's embeddings of every training text, through its store
+    (None otherwise). Computed here, in one process, also before a torchrun launch: the ranks then
+    only read the store."""
+    targets = distillation_targets(config, data)
+    if targets is not None:
+        context.log.info(f"teacher {config.negatives.teacher}: {targets.metadata['encoded']} texts encoded, "
+                         f"{targets.metadata['served']} served by its store, in {targets.metadata['teacher_seconds']} s")
+    return targets
 
 
 def _merge_with_base(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> dict:
@@ -112,6 +125,7 @@ def _merge_with_base(context: AssetExecutionContext, settings: RetrofitSettings,
 
 def _train_with_torchrun(context: AssetExecutionContext, settings: RetrofitSettings, scale: str) -> MaterializeResult:
     config = settings.pipeline()
+    _teacher_targets(context, config, read_training_data(settings.paths(), scale))
     command = torchrun_command(config, scale, settings.device)
     context.log.info(f"launching {' '.join(command)}")
     if config.training.nnodes > 1:

@@ -1,4 +1,4 @@
-"""hard_negatives: mined with the base encoder over the mixture's passage pool."""
+"""hard_negatives: mined with the base encoder (or negatives.teacher) over the mixture's passage pool."""
 
 import time
 
@@ -11,6 +11,7 @@ from ...encoder import encode_texts, load_encoder
 from ...indexing import gpu_available
 from ...mining import (attach_negatives, extra_pool_passages, mine_negatives, other_positives_by_row, positive_translations,
                        same_document_counts)
+from ...teacher import load_teacher
 from ..experiment import Experiment
 from ..pools import ACCELERATOR_POOL
 
@@ -22,8 +23,8 @@ def build(exp: Experiment) -> list:
            deps=exp.keys("training_mixture", "training_pool", "raw_corpora"), code_version=exp.code_version("hard_negatives"),
            pool=ACCELERATOR_POOL, required_resource_keys={exp.resource_key})
     def hard_negatives(context: AssetExecutionContext) -> MaterializeResult:
-        """k negatives per query from a rank window [range_min, range_max) of the base encoder's FAISS
-        ranking over the passage pool (the mixture's positives, plus the training pool's passages of
+        """k negatives per query from a rank window [range_min, range_max) of the base encoder's (or
+        the teacher's, with negatives.teacher) FAISS ranking over the passage pool (the mixture's positives, plus the training pool's passages of
         the same domains with `pool: raw`), every positive of the same query excluded, and candidates
         scoring too close to the positive dropped as likely false negatives (margins). strategy
         bm25 / random / none give the paper's negatives ablation."""
@@ -39,8 +40,12 @@ def build(exp: Experiment) -> list:
         other_positives = other_positives_by_row(mixture, raw_pairs)
         corpus = extra_pool_passages(mixture, training_pool, mining.pool_max_passages, mining.seed) if mining.pool == "raw" else None
         started = time.perf_counter()
-        encoders = {}
-        if mining.strategy == "dense":
+        encoders, teacher = {}, None
+        if mining.strategy == "dense" and mining.teacher:
+            # The teacher ranks the pool (its own prompts, its embeddings stored once for every partition).
+            teacher = load_teacher(config)
+            encoders = {"encode_queries": teacher.encode_queries, "encode_pool": teacher.encode_passages}
+        elif mining.strategy == "dense":
             model = load_encoder(config.base_model, device=config.training.device, max_length=config.training.max_passage_length,
                                  trust_remote_code=config.training.trust_remote_code)
             batch = config.encode_batch_size
@@ -55,6 +60,8 @@ def build(exp: Experiment) -> list:
             work_dir=paths.mining_work(scale), use_gpu=gpu_available(), corpus=corpus, other_positives=other_positives,
             given_negatives=mixture["given_negatives"].tolist() if "given_negatives" in mixture else None, **encoders,
         )
+        if teacher is not None:
+            teacher.save()
         translations = positive_translations(mixture, training_pool)
         result = attach_negatives(mixture, negatives, ranks, other_positives, translations)
         same_document = same_document_counts(mixture, raw_pairs, negatives)
@@ -65,6 +72,9 @@ def build(exp: Experiment) -> list:
         return MaterializeResult(metadata={
             "rows": len(result),
             "strategy": mining.strategy,
+            # Whose embeddings ranked the pool: the margins and their baseline are on that model's scores.
+            "mined_with": teacher.spec if teacher is not None else config.base_model,
+            **({"teacher": MetadataValue.json(teacher.describe())} if teacher is not None else {}),
             "negatives_per_query": mining.num_negatives,
             "pool_size": report.pool_size,
             "mean_negative_rank": MetadataValue.float(float(np.mean(rank_values)) if rank_values else float("nan")),
