@@ -33,6 +33,7 @@ class MiningSettings:
     # pool for dense mining instead of the base's, with its own prompts; the rank window, margins and
     # margin baseline then read the teacher's scores. Also the target of training.distill_from: teacher.
     teacher: str | None = None
+    mine_with: str = "teacher"  # teacher | base: whose ranking dense mining reads when a teacher is set (base: distillation only)
     num_negatives: int = 3  # negatives per query; a query short of them is padded with random ones (counted)
     range_min: int = 0  # first rank (0-based, the query's positives not counted) a negative may come from
     range_max: int = 50  # ranks below this one (exclusive) may be chosen
@@ -65,6 +66,8 @@ class MiningSettings:
                 raise ValueError(f"config field negatives.{name} must be >= 0 (or null to turn the rule off), got {value}")
         if self.pool not in ("mixture", "raw"):
             raise ValueError(f"config field negatives.pool: choose mixture or raw, got {self.pool!r}")
+        if self.mine_with not in ("teacher", "base"):
+            raise ValueError(f"config field negatives.mine_with: choose teacher or base, got {self.mine_with!r}")
         if self.margin_baseline not in ("zero", "random_pairs"):
             raise ValueError(f"config field negatives.margin_baseline: choose zero or random_pairs, got {self.margin_baseline!r}")
 

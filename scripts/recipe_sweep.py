@@ -33,6 +33,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO / "assets" / "presets" / "default.yaml"
 
+TEACHER = "registry:embeddinggemma-300m"
+
 # name -> (overrides of the default preset, what it measures)
 VARIANTS: dict[str, tuple[dict, str]] = {
     "default": ({}, "the shipped recipe"),
@@ -59,6 +61,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "random_negatives": ({"negatives": {"strategy": "random"}}, "ablation: a random negative instead of a mined one"),
     "in_batch_only": ({"negatives": {"strategy": "none"}}, "ablation: no extra negative (in-batch only)"),
     "language_diverse": ({"mixture": {"policy": "language_diverse"}}, "ablation: language-diverse mixture at equal size"),
+    # A strong teacher (issue 23): EmbeddingGemma-300M, assembled from PyPI once and verified by sha256.
+    "teacher_mining": ({"negatives": {"teacher": TEACHER}}, "negatives mined by EmbeddingGemma-300M's ranking (its margins and baseline)"),
+    "teacher_distillation": ({"negatives": {"teacher": TEACHER, "mine_with": "base"}, "training": {"distill_from": "teacher"}},
+                             "distillation (0.25) from EmbeddingGemma-300M's stored scores instead of the base's; base mining"),
+    "teacher_both": ({"negatives": {"teacher": TEACHER}, "training": {"distill_from": "teacher"}},
+                     "EmbeddingGemma-300M mines and is distilled from"),
 }
 # variant -> the variant it is compared with, paired per query: every one changes the default
 ABLATION_OF = {name: "default" for name in VARIANTS if name != "default"}

@@ -151,6 +151,16 @@ def test_hard_negatives_are_mined_by_the_teacher_through_dagster(other_teacher, 
                                           encode_pool=lambda texts, out: _base_encoder(config, "passage: ", 48)(texts),
                                           other_positives=mined["other_positives"].tolist())
     assert base_negatives != expected
+    # mine_with: base keeps the base's ranking with a teacher set (the teacher then only distils).
+    preset.write_text(yaml.safe_dump({"extends": str(base), "name": "tiny-teacher-base", "artifacts_dir": str(tmp_path / "artifacts"),
+                                      "negatives": {"teacher": str(other_teacher), "margin_baseline": "random_pairs", "mine_with": "base"}}))
+    for selection, partition in ((["raw_corpora", "evaluation_set", "training_pool"], None), (["training_mixture", "hard_negatives"], "small")):
+        result = materialize(everything, selection=selection, partition_key=partition, instance=instance, resources={"settings": settings})
+        assert result.success
+    event = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("hard_negatives")][-1]
+    assert event.materialization.metadata["mined_with"].value == config.base_model
+    with pytest.raises(ValueError, match="mine_with"):
+        MiningSettings(mine_with="teachr").validate()
 
 
 def _base_encoder(config, prefix: str, length: int):

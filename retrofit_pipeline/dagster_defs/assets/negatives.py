@@ -41,7 +41,7 @@ def build(exp: Experiment) -> list:
         corpus = extra_pool_passages(mixture, training_pool, mining.pool_max_passages, mining.seed) if mining.pool == "raw" else None
         started = time.perf_counter()
         encoders, teacher = {}, None
-        if mining.strategy == "dense" and mining.teacher:
+        if mining.strategy == "dense" and mining.teacher and mining.mine_with == "teacher":
             # The teacher ranks the pool (its own prompts, its embeddings stored once for every partition).
             teacher = load_teacher(config)
             encoders = {"encode_queries": teacher.encode_queries, "encode_pool": teacher.encode_passages}
